@@ -37,7 +37,9 @@ pub fn pac(policy: &ValidPolicy) -> String {
     out.push_str("  var literal = /^[0-9.]+$/.test(host) || host.indexOf(\":\") >= 0;\n");
     out.push_str("  var resolved = null;\n");
     out.push_str("  function addr() {\n");
-    out.push_str("    if (resolved === null) { resolved = literal ? host : (dnsResolve(host) || \"\"); }\n");
+    out.push_str(
+        "    if (resolved === null) { resolved = literal ? host : (dnsResolve(host) || \"\"); }\n",
+    );
     out.push_str("    return resolved;\n");
     out.push_str("  }\n");
     for &position in &policy.line_order {
@@ -48,7 +50,11 @@ pub fn pac(policy: &ValidPolicy) -> String {
                 .iter()
                 .map(|net| match net {
                     ipnet::IpNet::V4(v4) => {
-                        format!("isInNet(addr(), \"{}\", \"{}\")", v4.network(), v4.netmask())
+                        format!(
+                            "isInNet(addr(), \"{}\", \"{}\")",
+                            v4.network(),
+                            v4.netmask()
+                        )
                     }
                     ipnet::IpNet::V6(v6) => format!(
                         "(typeof isInNetEx === \"function\" && isInNetEx(addr(), \"{v6}\"))"
@@ -64,7 +70,11 @@ pub fn pac(policy: &ValidPolicy) -> String {
         let _ = writeln!(out, "  // rules[{}]: {}", rule.index, rule.matcher);
         let _ = writeln!(out, "  if ({condition}) return \"{}\";", route(rule.action));
     }
-    let _ = writeln!(out, "  return \"{}\";", route(policy.policy().default_action));
+    let _ = writeln!(
+        out,
+        "  return \"{}\";",
+        route(policy.policy().default_action)
+    );
     out.push_str("}\n");
     out
 }
@@ -134,11 +144,15 @@ pub fn no_proxy(policy: &ValidPolicy) -> NoProxy {
     }
     if policy.parents.len() > 1 {
         notes.push(
-            "HTTP_PROXY/HTTPS_PROXY name one proxy: the failover to the other parents is lost".to_string(),
+            "HTTP_PROXY/HTTPS_PROXY name one proxy: the failover to the other parents is lost"
+                .to_string(),
         );
     }
     entries.dedup();
-    NoProxy { value: entries.join(","), notes }
+    NoProxy {
+        value: entries.join(","),
+        notes,
+    }
 }
 
 #[cfg(test)]
@@ -159,11 +173,14 @@ mod tests {
     #[test]
     fn pac_keeps_rule_order_and_parent_order() {
         let pac = pac(&default_policy().validate().unwrap());
-        let first = pac.find("isInNet(addr(), \"10.0.0.0\", \"255.0.0.0\")").unwrap();
+        let first = pac
+            .find("isInNet(addr(), \"10.0.0.0\", \"255.0.0.0\")")
+            .unwrap();
         let suffix = pac.find("dnsDomainIs(host, \".eec\")").unwrap();
         assert!(first < suffix);
-        assert!(pac.trim_end().ends_with(
-            "return \"PROXY 10.96.215.26:3128; PROXY 10.253.16.93:3128\";\n}"
-        ));
+        assert!(
+            pac.trim_end()
+                .ends_with("return \"PROXY 10.96.215.26:3128; PROXY 10.253.16.93:3128\";\n}")
+        );
     }
 }

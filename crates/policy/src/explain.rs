@@ -51,7 +51,10 @@ impl Target {
     /// `[2001:db8::1]:443` or `2001:db8::1`.
     pub fn parse(input: &str) -> Result<Target, TargetError> {
         let text = input.trim();
-        let error = |reason: &str| TargetError { input: input.to_string(), reason: reason.to_string() };
+        let error = |reason: &str| TargetError {
+            input: input.to_string(),
+            reason: reason.to_string(),
+        };
         if text.contains("://") {
             let url = url::Url::parse(text).map_err(|e| error(&e.to_string()))?;
             let host = match url.host() {
@@ -62,10 +65,18 @@ impl Target {
                 }
                 None => return Err(error("the URL has no host")),
             };
-            return Ok(Target { input: input.to_string(), host, port: url.port_or_known_default() });
+            return Ok(Target {
+                input: input.to_string(),
+                host,
+                port: url.port_or_known_default(),
+            });
         }
         if let Ok(ip) = text.parse::<IpAddr>() {
-            return Ok(Target { input: input.to_string(), host: TargetHost::Ip(ip), port: None });
+            return Ok(Target {
+                input: input.to_string(),
+                host: TargetHost::Ip(ip),
+                port: None,
+            });
         }
         let (host, port) = if let Some(rest) = text.strip_prefix('[') {
             let (host, after) = rest.split_once(']').ok_or_else(|| error("unclosed '['"))?;
@@ -89,7 +100,11 @@ impl Target {
             Ok(ip) => TargetHost::Ip(ip),
             Err(_) => TargetHost::Name(parse_domain(host).map_err(|e| error(&e))?.to_string()),
         };
-        Ok(Target { input: input.to_string(), host, port })
+        Ok(Target {
+            input: input.to_string(),
+            host,
+            port,
+        })
     }
 }
 
@@ -133,7 +148,10 @@ pub fn explain(policy: &ValidPolicy, target: &Target, resolved: &[IpAddr]) -> Ex
         TargetHost::Ip(ip) => vec![*ip],
         TargetHost::Name(_) => resolved.to_vec(),
     };
-    let has_ip_rules = policy.rules.iter().any(|rule| matches!(rule.matcher, Matcher::Ip(_)));
+    let has_ip_rules = policy
+        .rules
+        .iter()
+        .any(|rule| matches!(rule.matcher, Matcher::Ip(_)));
 
     for &position in &policy.line_order {
         let rule = &policy.rules[position];
@@ -143,7 +161,8 @@ pub fn explain(policy: &ValidPolicy, target: &Target, resolved: &[IpAddr]) -> Ex
                     undecided_ip_rules.push(position);
                     false
                 } else {
-                    let inside: Vec<&IpAddr> = addresses.iter().filter(|ip| range.contains(**ip)).collect();
+                    let inside: Vec<&IpAddr> =
+                        addresses.iter().filter(|ip| range.contains(**ip)).collect();
                     if !inside.is_empty() && inside.len() < addresses.len() {
                         notes.push(format!(
                             "only some resolved addresses fall in rules[{}] ({}); ATS uses the address it connects to, so the answer may vary",
@@ -169,7 +188,11 @@ pub fn explain(policy: &ValidPolicy, target: &Target, resolved: &[IpAddr]) -> Ex
     };
     let rule_text = match rule {
         Some(index) => {
-            let valid = policy.rules.iter().find(|r| r.index == index).map(|r| r.matcher.to_string());
+            let valid = policy
+                .rules
+                .iter()
+                .find(|r| r.index == index)
+                .map(|r| r.matcher.to_string());
             format!("rules[{index}]: {} -> {action}", valid.unwrap_or_default())
         }
         None => format!("default_action -> {action}"),
@@ -245,7 +268,11 @@ mod tests {
         assert_eq!((e.action, e.rule), (Action::Parent, None));
         assert_eq!(e.parents, ["10.96.215.26:3128", "10.253.16.93:3128"]);
         assert_eq!(e.port, Some(443));
-        assert!(e.notes.iter().any(|n| n.contains("resolves into 10.0.0.0-10.255.255.255 (rules[0])")));
+        assert!(
+            e.notes
+                .iter()
+                .any(|n| n.contains("resolves into 10.0.0.0-10.255.255.255 (rules[0])"))
+        );
     }
 
     #[test]

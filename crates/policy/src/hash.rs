@@ -81,7 +81,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn files(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(n, c)| (n.to_string(), c.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.to_string()))
+            .collect()
     }
 
     #[test]

@@ -227,10 +227,16 @@ fn default_connect_timeout_s() -> u32 {
 
 /// Loopback and the RFC 1918 private ranges: where the applications of a platform team live.
 pub fn default_allowed_clients() -> Vec<String> {
-    ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
-        .into_iter()
-        .map(String::from)
-        .collect()
+    [
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
 }
 
 /// HTTPS only, ATS's own default.

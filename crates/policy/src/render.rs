@@ -125,7 +125,12 @@ pub fn render(policy: &ValidPolicy, ats: AtsMajor) -> Bundle {
 }
 
 fn parent_list(policy: &ValidPolicy) -> String {
-    policy.parents.iter().map(ToString::to_string).collect::<Vec<_>>().join(";")
+    policy
+        .parents
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 fn action_text(policy: &ValidPolicy, action: Action) -> String {
@@ -142,7 +147,9 @@ fn action_text(policy: &ValidPolicy, action: Action) -> String {
 /// `parent.config`: one line per rule in first-match order, then the catch-all.
 pub fn parent_config(policy: &ValidPolicy) -> String {
     let mut out = String::from(HEADER);
-    out.push_str("# First match wins. go_direct=false: parent traffic never falls back to DIRECT.\n");
+    out.push_str(
+        "# First match wins. go_direct=false: parent traffic never falls back to DIRECT.\n",
+    );
     for &position in &policy.line_order {
         let rule = &policy.rules[position];
         let primary = match &rule.matcher {
@@ -154,7 +161,11 @@ pub fn parent_config(policy: &ValidPolicy) -> String {
         let _ = writeln!(out, "{primary} {}", action_text(policy, rule.action));
     }
     out.push_str("# default_action\n");
-    let _ = writeln!(out, "dest_domain=. {}", action_text(policy, policy.policy().default_action));
+    let _ = writeln!(
+        out,
+        "dest_domain=. {}",
+        action_text(policy, policy.policy().default_action)
+    );
     out
 }
 
@@ -168,22 +179,39 @@ struct Record {
 fn records(policy: &ValidPolicy, ats: AtsMajor) -> Vec<Record> {
     let document = policy.policy();
     let failover = &document.failover;
-    let int = |name: &str, value: i64| Record { name: name.to_string(), value: RecordValue::Int(value) };
-    let string =
-        |name: &str, value: String| Record { name: name.to_string(), value: RecordValue::String(value) };
+    let int = |name: &str, value: i64| Record {
+        name: name.to_string(),
+        value: RecordValue::Int(value),
+    };
+    let string = |name: &str, value: String| Record {
+        name: name.to_string(),
+        value: RecordValue::String(value),
+    };
     let connect_timeout_name = match ats {
         AtsMajor::V9 => "proxy.config.http.parent_proxy.connect_attempts_timeout",
         AtsMajor::V10 => "proxy.config.http.connect_attempts_timeout",
     };
     let mut records = vec![
-        string("proxy.config.http.server_ports", policy.listen_port.to_string()),
+        string(
+            "proxy.config.http.server_ports",
+            policy.listen_port.to_string(),
+        ),
         int("proxy.config.url_remap.remap_required", 0),
         int("proxy.config.reverse_proxy.enabled", 0),
-        string("proxy.config.http.connect_ports", policy.connect_ports.clone()),
+        string(
+            "proxy.config.http.connect_ports",
+            policy.connect_ports.clone(),
+        ),
         // CONNECT tunnels bypass parents unless this is 0 (ats-notes, trap 2).
         int("proxy.config.http.uncacheable_requests_bypass_parent", 0),
-        int("proxy.config.http.parent_proxy.retry_time", i64::from(failover.retry_time_s)),
-        int("proxy.config.http.parent_proxy.fail_threshold", i64::from(failover.fail_threshold)),
+        int(
+            "proxy.config.http.parent_proxy.retry_time",
+            i64::from(failover.retry_time_s),
+        ),
+        int(
+            "proxy.config.http.parent_proxy.fail_threshold",
+            i64::from(failover.fail_threshold),
+        ),
         int(
             "proxy.config.http.parent_proxy.total_connect_attempts",
             i64::from(failover.total_connect_attempts),
@@ -197,10 +225,16 @@ fn records(policy: &ValidPolicy, ats: AtsMajor) -> Vec<Record> {
     if document.default_action == Action::Parent {
         // Safety net: if a parent.config line were ever dropped, unmatched traffic still goes
         // to the parents instead of DIRECT (ats-notes, trap 1).
-        records.push(string("proxy.config.http.parent_proxies", parent_list(policy)));
+        records.push(string(
+            "proxy.config.http.parent_proxies",
+            parent_list(policy),
+        ));
     }
     for (name, value) in &policy.ats_records {
-        records.push(Record { name: name.as_str().to_string(), value: value.clone() });
+        records.push(Record {
+            name: name.as_str().to_string(),
+            value: value.clone(),
+        });
     }
     records.sort_by(|a, b| a.name.cmp(&b.name));
     records
@@ -231,7 +265,10 @@ struct YamlNode {
 fn records_yaml(records: &[Record]) -> String {
     let mut root = YamlNode::default();
     for record in records {
-        let short = record.name.strip_prefix("proxy.config.").unwrap_or(&record.name);
+        let short = record
+            .name
+            .strip_prefix("proxy.config.")
+            .unwrap_or(&record.name);
         let mut node = &mut root;
         for part in short.split('.') {
             node = node.children.entry(part.to_string()).or_default();
@@ -300,9 +337,18 @@ pub fn ip_allow_yaml(policy: &ValidPolicy) -> String {
         let _ = writeln!(out, "    action: {action}");
         out.push_str("    methods: ALL\n");
     };
-    let clients: Vec<String> = policy.allowed_clients.iter().map(ToString::to_string).collect();
+    let clients: Vec<String> = policy
+        .allowed_clients
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let everything = vec!["0.0.0.0/0".to_string(), "::/0".to_string()];
-    rule("in", &clients, "allow", "clients allowed to use the proxy (allowed_clients)");
+    rule(
+        "in",
+        &clients,
+        "allow",
+        "clients allowed to use the proxy (allowed_clients)",
+    );
     rule("in", &everything, "deny", "every other client");
     let mut direct_ranges: Vec<String> = Vec::new();
     for valid in &policy.rules {
@@ -314,9 +360,19 @@ pub fn ip_allow_yaml(policy: &ValidPolicy) -> String {
         }
     }
     if !direct_ranges.is_empty() {
-        rule("out", &direct_ranges, "allow", "DIRECT destinations, CONNECT included");
+        rule(
+            "out",
+            &direct_ranges,
+            "allow",
+            "DIRECT destinations, CONNECT included",
+        );
     }
-    rule("out", &everything, "allow", "parents and every other destination");
+    rule(
+        "out",
+        &everything,
+        "allow",
+        "parents and every other destination",
+    );
     out
 }
 

@@ -95,11 +95,19 @@ impl IpRange {
     }
     /// The smallest list of CIDR blocks covering exactly this range.
     pub fn to_cidrs(&self) -> Vec<ipnet::IpNet> {
-        let (bits, mut start, end) = (family_bits(self.first), as_u128(self.first), as_u128(self.last));
+        let (bits, mut start, end) = (
+            family_bits(self.first),
+            as_u128(self.first),
+            as_u128(self.last),
+        );
         let mut blocks = Vec::new();
         loop {
             // Largest block aligned at `start` that does not pass `end`.
-            let mut size_log2 = if start == 0 { bits } else { start.trailing_zeros().min(bits) };
+            let mut size_log2 = if start == 0 {
+                bits
+            } else {
+                start.trailing_zeros().min(bits)
+            };
             while size_log2 > 0 && block_last(start, size_log2) > end {
                 size_log2 -= 1;
             }
@@ -180,32 +188,40 @@ pub fn parse_ip_range(text: &str) -> Result<IpRange, String> {
             return Err(format!("\"{text}\" mixes IPv4 and IPv6"));
         }
         if first > last {
-            return Err(format!("\"{text}\" is reversed: {first} comes after {last}"));
+            return Err(format!(
+                "\"{text}\" is reversed: {first} comes after {last}"
+            ));
         }
         return Ok(IpRange { first, last });
     }
     if let Some((addr, prefix)) = text.split_once('/') {
-        let net: ipnet::IpNet = text.parse().map_err(|_| {
-            match (addr.parse::<IpAddr>(), prefix.parse::<u8>()) {
-                (Err(_), _) => format!("\"{text}\": \"{addr}\" is not an IP address"),
-                (Ok(ip), _) => format!(
-                    "\"{text}\": prefix length \"{prefix}\" must be 0-{}",
-                    family_bits(ip)
-                ),
-            }
-        })?;
+        let net: ipnet::IpNet =
+            text.parse()
+                .map_err(|_| match (addr.parse::<IpAddr>(), prefix.parse::<u8>()) {
+                    (Err(_), _) => format!("\"{text}\": \"{addr}\" is not an IP address"),
+                    (Ok(ip), _) => format!(
+                        "\"{text}\": prefix length \"{prefix}\" must be 0-{}",
+                        family_bits(ip)
+                    ),
+                })?;
         if net.trunc() != net {
             return Err(format!(
                 "\"{text}\" has host bits set; did you mean \"{}\"?",
                 net.trunc()
             ));
         }
-        return Ok(IpRange { first: net.network(), last: net.broadcast() });
+        return Ok(IpRange {
+            first: net.network(),
+            last: net.broadcast(),
+        });
     }
     let ip: IpAddr = text.parse().map_err(|_| {
         format!("\"{text}\" is not an IP address, a CIDR (\"10.0.0.0/8\") or a range (\"a-b\")")
     })?;
-    Ok(IpRange { first: ip, last: ip })
+    Ok(IpRange {
+        first: ip,
+        last: ip,
+    })
 }
 
 /// A lower-case DNS name without a trailing dot, valid for ATS's host matchers.
@@ -239,17 +255,32 @@ pub fn parse_domain(text: &str) -> Result<DomainName, String> {
         return Err(format!("\"{text}\" is not a domain name"));
     }
     if name.parse::<IpAddr>().is_ok() || name.trim_matches(['[', ']']).parse::<IpAddr>().is_ok() {
-        return Err(format!("\"{text}\" is an IP address; use match = \"ip\" for addresses"));
+        return Err(format!(
+            "\"{text}\" is an IP address; use match = \"ip\" for addresses"
+        ));
     }
     if name.len() > 253 {
         return Err(format!("\"{text}\" is longer than 253 characters"));
+    }
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+    {
+        // Top-level domains are never numeric; ATS would also match such a suffix against
+        // the text of IP literals.
+        return Err(format!(
+            "\"{text}\" ends in a numeric label; is it an IP address? use match = \"ip\""
+        ));
     }
     for label in name.split('.') {
         if label.is_empty() {
             return Err(format!("\"{text}\" has an empty label"));
         }
         if label.len() > 63 {
-            return Err(format!("\"{text}\": label \"{label}\" is longer than 63 characters"));
+            return Err(format!(
+                "\"{text}\": label \"{label}\" is longer than 63 characters"
+            ));
         }
         if let Some(bad) = label
             .chars()
@@ -260,7 +291,9 @@ pub fn parse_domain(text: &str) -> Result<DomainName, String> {
             ));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("\"{text}\": label \"{label}\" starts or ends with '-'"));
+            return Err(format!(
+                "\"{text}\": label \"{label}\" starts or ends with '-'"
+            ));
         }
     }
     Ok(DomainName(name))
@@ -404,7 +437,10 @@ struct Errors(Vec<ValidationError>);
 
 impl Errors {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ValidationError { path: path.into(), message: message.into() });
+        self.0.push(ValidationError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -506,7 +542,11 @@ impl Policy {
         let mut parents = Vec::new();
         let mut seen: BTreeMap<(String, u16), usize> = BTreeMap::new();
         for (index, parent) in self.parents.iter().enumerate() {
-            let host = parent.host.trim().trim_start_matches('[').trim_end_matches(']');
+            let host = parent
+                .host
+                .trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
             let host_ok = if let Ok(ip) = host.parse::<IpAddr>() {
                 if ip.is_ipv6() {
                     // ATS splits `parent=` entries at the first ':'; an IPv6 literal breaks the line.
@@ -559,14 +599,20 @@ impl Policy {
             ("fail_threshold", failover.fail_threshold),
             ("retry_time_s", failover.retry_time_s),
             ("total_connect_attempts", failover.total_connect_attempts),
-            ("per_parent_connect_attempts", failover.per_parent_connect_attempts),
+            (
+                "per_parent_connect_attempts",
+                failover.per_parent_connect_attempts,
+            ),
             ("connect_timeout_s", failover.connect_timeout_s),
         ];
         for (name, value) in positive {
             if value == 0 {
                 errors.push(format!("failover.{name}"), "must be at least 1");
             } else if value > 86_400 {
-                errors.push(format!("failover.{name}"), format!("{value} is above 86400"));
+                errors.push(
+                    format!("failover.{name}"),
+                    format!("{value} is above 86400"),
+                );
             }
         }
         if failover.per_parent_connect_attempts > failover.total_connect_attempts {
@@ -588,7 +634,10 @@ impl Policy {
                 MatchKind::Ip => parse_ip_range(&rule.value).map(Matcher::Ip),
                 MatchKind::DomainSuffix => {
                     let value = rule.value.trim();
-                    let value = value.strip_prefix("*.").or_else(|| value.strip_prefix('.')).unwrap_or(value);
+                    let value = value
+                        .strip_prefix("*.")
+                        .or_else(|| value.strip_prefix('.'))
+                        .unwrap_or(value);
                     parse_domain(value).map(Matcher::DomainSuffix)
                 }
                 MatchKind::DomainExact => {
@@ -614,7 +663,10 @@ impl Policy {
             {
                 errors.push(format!("rules[{index}].comment"), "must be a single line");
             }
-            if let Some(earlier) = rules.iter().find(|earlier| earlier.matcher.covers(&matcher)) {
+            if let Some(earlier) = rules
+                .iter()
+                .find(|earlier| earlier.matcher.covers(&matcher))
+            {
                 let message = if earlier.matcher == matcher {
                     format!(
                         "\"{}\" duplicates rules[{}] ({}); remove one",
@@ -628,7 +680,11 @@ impl Policy {
                 };
                 errors.push(path, message);
             }
-            rules.push(ValidRule { index, matcher, action: rule.action });
+            rules.push(ValidRule {
+                index,
+                matcher,
+                action: rule.action,
+            });
         }
         rules
     }
@@ -667,11 +723,16 @@ impl Policy {
                 Some((low, high)) => match (parse(low), parse(high)) {
                     (Some(low), Some(high)) if low <= high => parts.push(format!("{low}-{high}")),
                     (Some(_), Some(_)) => errors.push(path, format!("\"{text}\" is reversed")),
-                    _ => errors.push(path, format!("\"{text}\" is not a port range (e.g. \"8000-8100\")")),
+                    _ => errors.push(
+                        path,
+                        format!("\"{text}\" is not a port range (e.g. \"8000-8100\")"),
+                    ),
                 },
                 None => match parse(text) {
                     Some(port) => parts.push(port.to_string()),
-                    None => errors.push(path, format!("\"{text}\" is not a port (1-65535) or \"*\"")),
+                    None => {
+                        errors.push(path, format!("\"{text}\" is not a port (1-65535) or \"*\""))
+                    }
                 },
             }
         }
@@ -687,7 +748,9 @@ impl Policy {
             let path = format!("ats_records.\"{name}\"");
             if !name.starts_with("proxy.config.")
                 || name.split('.').any(str::is_empty)
-                || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
             {
                 errors.push(
                     path,
@@ -708,7 +771,10 @@ impl Policy {
                 RecordValue::Int(_) | RecordValue::Bool(_) => true,
             };
             if !value_ok {
-                errors.push(path, "value must be a finite number or a single-line string");
+                errors.push(
+                    path,
+                    "value must be a finite number or a single-line string",
+                );
                 continue;
             }
             records.insert(RecordName(name.clone()), value.clone());
@@ -808,8 +874,14 @@ mod tests {
     fn parses_cidr_range_and_single_addresses() {
         assert_eq!(range("10.0.0.0/8").to_string(), "10.0.0.0-10.255.255.255");
         assert_eq!(range("10.0.0.1").to_string(), "10.0.0.1");
-        assert_eq!(range("10.0.0.1 - 10.0.0.9").to_string(), "10.0.0.1-10.0.0.9");
-        assert_eq!(range("fd00::/8").to_string(), "fd00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+        assert_eq!(
+            range("10.0.0.1 - 10.0.0.9").to_string(),
+            "10.0.0.1-10.0.0.9"
+        );
+        assert_eq!(
+            range("fd00::/8").to_string(),
+            "fd00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
         assert_eq!(range("0.0.0.0/0").to_string(), "0.0.0.0-255.255.255.255");
     }
 
@@ -832,17 +904,40 @@ mod tests {
 
     #[test]
     fn ranges_become_minimal_cidr_lists() {
-        let cidrs: Vec<String> =
-            range("10.0.0.1-10.0.0.10").to_cidrs().iter().map(ToString::to_string).collect();
-        assert_eq!(cidrs, ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/30", "10.0.0.8/31", "10.0.0.10/32"]);
+        let cidrs: Vec<String> = range("10.0.0.1-10.0.0.10")
+            .to_cidrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            cidrs,
+            [
+                "10.0.0.1/32",
+                "10.0.0.2/31",
+                "10.0.0.4/30",
+                "10.0.0.8/31",
+                "10.0.0.10/32"
+            ]
+        );
         assert_eq!(range("0.0.0.0/0").to_cidrs()[0].to_string(), "0.0.0.0/0");
         assert_eq!(range("::/0").to_cidrs()[0].to_string(), "::/0");
     }
 
     #[test]
     fn domains_are_normalized_and_checked() {
-        assert_eq!(parse_domain("Svc.Cluster.Local.").unwrap().as_str(), "svc.cluster.local");
-        for bad in ["", "a..b", "exa mple.com", "-a.com", "10.0.0.1", "a.b/c"] {
+        assert_eq!(
+            parse_domain("Svc.Cluster.Local.").unwrap().as_str(),
+            "svc.cluster.local"
+        );
+        for bad in [
+            "",
+            "a..b",
+            "exa mple.com",
+            "-a.com",
+            "10.0.0.1",
+            "a.b/c",
+            "10.0.5",
+        ] {
             assert!(parse_domain(bad).is_err(), "{bad}");
         }
         let suffix = parse_domain("eec").unwrap();

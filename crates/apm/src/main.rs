@@ -1,0 +1,36 @@
+//! `apm`: the ATS Proxy Manager binary. A thin command line over the library crates.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// ATS Proxy Manager: one routing policy for a fleet of Apache Traffic Server forward proxies.
+#[derive(Parser)]
+#[command(name = "apm", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Offline policy tools: template, validate, render, explain, PAC, NO_PROXY.
+    #[command(subcommand)]
+    Policy(cmd::policy::PolicyCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Policy(command) => cmd::policy::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
