@@ -1,0 +1,275 @@
+//! Deduplication: a SHA-256 key over method + path + sorted query + the first bytes of the
+//! body, computed after sanitization, and a deterministic LRU of recently seen keys.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::sanitize::{BodyContent, SanitizedExchange};
+
+/// Default number of bytes of the (canonical) body that enter the key.
+pub const DEFAULT_BODY_PREFIX: usize = 1024;
+/// Default LRU capacity.
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// A dedupe key: SHA-256 of the request's identity.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DedupeKey(pub [u8; 32]);
+
+impl DedupeKey {
+    /// Lower-case hex.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// A UUID-shaped id derived from the key (`n` distinguishes scenario states), stable
+    /// across runs, so re-ingesting the same traffic overwrites rather than duplicates stubs.
+    pub fn stub_id(&self, n: u32) -> String {
+        let mut h = Sha256::new();
+        h.update(self.0);
+        h.update(n.to_be_bytes());
+        let d = h.finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let x = hex::encode(b);
+        format!(
+            "{}-{}-{}-{}-{}",
+            &x[0..8],
+            &x[8..12],
+            &x[12..16],
+            &x[16..20],
+            &x[20..32]
+        )
+    }
+}
+
+impl fmt::Debug for DedupeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DedupeKey({})", self.hex())
+    }
+}
+
+impl fmt::Display for DedupeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+fn field(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+/// The dedupe key of a sanitized exchange. Fields are length-prefixed so different splits
+/// of the same bytes never collide; JSON bodies are canonicalised (sorted keys, compact) so
+/// key order does not matter.
+pub fn dedupe_key(ex: &SanitizedExchange, body_prefix: usize) -> DedupeKey {
+    let mut h = Sha256::new();
+    field(&mut h, ex.method().as_bytes());
+    field(&mut h, ex.path().as_bytes());
+    let mut query: Vec<&(String, String)> = ex.query().iter().collect();
+    query.sort();
+    h.update((query.len() as u64).to_le_bytes());
+    for (k, v) in query {
+        field(&mut h, k.as_bytes());
+        field(&mut h, v.as_bytes());
+    }
+    let canonical;
+    let body: &[u8] = match &ex.request_body().content {
+        BodyContent::Empty => b"",
+        BodyContent::Json(v) => {
+            canonical = canonical_json(v);
+            &canonical
+        }
+        BodyContent::Text(t) => t.as_bytes(),
+        BodyContent::Binary(b) => b,
+    };
+    field(&mut h, &body[..body.len().min(body_prefix)]);
+    DedupeKey(h.finalize().into())
+}
+
+/// Compact JSON with object keys sorted, independent of serde_json's map ordering feature.
+pub fn canonical_json(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(k, out);
+                out.push(b':');
+                if let Some(v) = m.get(*k) {
+                    write_canonical(v, out);
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(b']');
+        }
+        Value::String(s) => write_string(s, out),
+        other => out.extend_from_slice(other.to_string().as_bytes()),
+    }
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(Value::String(s.to_string()).to_string().as_bytes());
+}
+
+const NIL: usize = usize::MAX;
+
+struct Node {
+    key: DedupeKey,
+    prev: usize,
+    next: usize,
+}
+
+/// A least-recently-used set of keys with a fixed capacity. Deterministic: the same sequence
+/// of keys always gives the same answers.
+pub struct Lru {
+    capacity: usize,
+    index: HashMap<DedupeKey, usize>,
+    nodes: Vec<Node>,
+    head: usize,
+    tail: usize,
+}
+
+impl Lru {
+    /// An empty set holding at most `capacity` keys (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Lru {
+            capacity,
+            index: HashMap::with_capacity(capacity.min(1 << 16)),
+            nodes: Vec::with_capacity(capacity.min(1 << 16)),
+            head: NIL,
+            tail: NIL,
+        }
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Returns true if `key` was present (and marks it most recently used); otherwise inserts
+    /// it, evicting the least recently used key when full, and returns false.
+    pub fn seen(&mut self, key: DedupeKey) -> bool {
+        if let Some(&i) = self.index.get(&key) {
+            self.unlink(i);
+            self.push_front(i);
+            return true;
+        }
+        let i = if self.index.len() >= self.capacity {
+            let victim = self.tail;
+            self.unlink(victim);
+            let old = self.nodes[victim].key;
+            self.index.remove(&old);
+            self.nodes[victim].key = key;
+            victim
+        } else {
+            self.nodes.push(Node {
+                key,
+                prev: NIL,
+                next: NIL,
+            });
+            self.nodes.len() - 1
+        };
+        self.index.insert(key, i);
+        self.push_front(i);
+        false
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (prev, next) = (self.nodes[i].prev, self.nodes[i].next);
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.nodes[prev].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.nodes[next].prev = prev;
+        }
+        self.nodes[i].prev = NIL;
+        self.nodes[i].next = NIL;
+    }
+
+    fn push_front(&mut self, i: usize) {
+        self.nodes[i].next = self.head;
+        self.nodes[i].prev = NIL;
+        if self.head != NIL {
+            self.nodes[self.head].prev = i;
+        }
+        self.head = i;
+        if self.tail == NIL {
+            self.tail = i;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(n: u8) -> DedupeKey {
+        DedupeKey([n; 32])
+    }
+
+    #[test]
+    fn lru_evicts_least_recently_used() {
+        let mut lru = Lru::new(2);
+        assert!(!lru.seen(k(1)));
+        assert!(!lru.seen(k(2)));
+        assert!(lru.seen(k(1)), "1 is now most recent");
+        assert!(!lru.seen(k(3)), "evicts 2");
+        assert!(lru.seen(k(1)));
+        assert!(!lru.seen(k(2)), "2 was evicted");
+        assert_eq!(lru.len(), 2);
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[1,{"z":1,"y":"é\""}],"c":null}}"#)
+            .expect("json");
+        assert_eq!(
+            String::from_utf8(canonical_json(&a)).expect("utf8"),
+            r#"{"a":{"c":null,"d":[1,{"y":"é\"","z":1}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn stub_ids_are_uuid_shaped_and_stable() {
+        let id = k(7).stub_id(0);
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_eq!(id, k(7).stub_id(0));
+        assert_ne!(id, k(7).stub_id(1));
+    }
+}

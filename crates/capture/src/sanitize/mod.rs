@@ -1,0 +1,552 @@
+//! Sanitization: removes customer data from an [`Exchange`] before anything is written.
+//!
+//! | type | where | replacement |
+//! |---|---|---|
+//! | `jwt` | anywhere in text: `eyJ….eyJ….…` whose first two parts decode to JSON objects | `SANITIZED_JWT` |
+//! | `header` | `Authorization`, `Proxy-Authorization`, headers whose name contains key/token/secret | `SANITIZED_HEADER` |
+//! | `cookie` | `Cookie`, `Set-Cookie` | `SANITIZED_HEADER` |
+//! | `password` | JSON fields, form/query params and `key=value`/`"key": value` text whose key contains password/passwd/pwd | `SANITIZED_PASSWORD` |
+//! | `secret` | the same for keys containing token/secret, api_key, access_key, private_key | `SANITIZED_SECRET` |
+//! | `card` | 13–19 digits (spaces/dashes allowed), first digit 2–6, passing Luhn | `SANITIZED_CARD` |
+//! | `document` | CPF / CNPJ (formatted or bare, alphanumeric CNPJ too) with valid check digits | `SANITIZED_DOCUMENT` |
+//! | `phone` | `+CC …` international numbers (8–15 digits) and Brazilian `(11) 98765-4321` / `11 98765-4321` | `SANITIZED_PHONE` |
+//! | `email` | `local@domain.tld` (also `%40`) | `SANITIZED_EMAIL` |
+//! | custom | patterns from the config file | the configured replacement |
+//!
+//! Applied to headers, query names and values, path segments, JSON bodies (structure-aware:
+//! keys and string/number values at any depth), form bodies, text and binary bodies.
+
+mod body;
+pub mod checks;
+mod text;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::model::{Exchange, Header, SourceRef};
+pub use body::{BodyContent, BodyLimits, SanitizedBody};
+use text::{CustomRule, TextRules, key_is_password, key_is_secret};
+
+/// The kind of a replacement, used for counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Jwt,
+    Header,
+    Cookie,
+    Password,
+    Secret,
+    Card,
+    Document,
+    Phone,
+    Email,
+    Custom(usize),
+}
+
+const BUILTIN: [&str; 9] = [
+    "jwt", "header", "cookie", "password", "secret", "card", "document", "phone", "email",
+];
+
+impl Kind {
+    fn slot(self) -> Option<usize> {
+        Some(match self {
+            Kind::Jwt => 0,
+            Kind::Header => 1,
+            Kind::Cookie => 2,
+            Kind::Password => 3,
+            Kind::Secret => 4,
+            Kind::Card => 5,
+            Kind::Document => 6,
+            Kind::Phone => 7,
+            Kind::Email => 8,
+            Kind::Custom(_) => return None,
+        })
+    }
+
+    pub(crate) fn marker(self) -> &'static str {
+        match self {
+            Kind::Jwt => "SANITIZED_JWT",
+            Kind::Header | Kind::Cookie => "SANITIZED_HEADER",
+            Kind::Password => "SANITIZED_PASSWORD",
+            Kind::Secret => "SANITIZED_SECRET",
+            Kind::Card => "SANITIZED_CARD",
+            Kind::Document => "SANITIZED_DOCUMENT",
+            Kind::Phone => "SANITIZED_PHONE",
+            Kind::Email => "SANITIZED_EMAIL",
+            Kind::Custom(_) => "SANITIZED_CUSTOM",
+        }
+    }
+}
+
+/// Replacement counts per type.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SanitizeStats {
+    builtin: [u64; 9],
+    custom: Vec<u64>,
+}
+
+impl SanitizeStats {
+    pub(crate) fn add(&mut self, kind: Kind) {
+        match kind.slot() {
+            Some(i) => self.builtin[i] += 1,
+            None => {
+                if let Kind::Custom(i) = kind {
+                    if self.custom.len() <= i {
+                        self.custom.resize(i + 1, 0);
+                    }
+                    self.custom[i] += 1;
+                }
+            }
+        }
+    }
+
+    /// Total replacements.
+    pub fn total(&self) -> u64 {
+        self.builtin.iter().sum::<u64>() + self.custom.iter().sum::<u64>()
+    }
+
+    /// Count for a built-in type name (`jwt`, `card`, …).
+    pub fn get(&self, name: &str) -> u64 {
+        BUILTIN
+            .iter()
+            .position(|n| *n == name)
+            .map_or(0, |i| self.builtin[i])
+    }
+
+    /// Adds another set of counts.
+    pub fn merge(&mut self, other: &SanitizeStats) {
+        for (a, b) in self.builtin.iter_mut().zip(other.builtin) {
+            *a += b;
+        }
+        if self.custom.len() < other.custom.len() {
+            self.custom.resize(other.custom.len(), 0);
+        }
+        for (a, b) in self.custom.iter_mut().zip(&other.custom) {
+            *a += b;
+        }
+    }
+
+    /// Non-zero counts by type name; custom patterns are named by the sanitizer's config.
+    pub fn by_type(&self, sanitizer: &Sanitizer) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (name, n) in BUILTIN.iter().zip(self.builtin) {
+            if n > 0 {
+                out.insert((*name).to_string(), n);
+            }
+        }
+        for (i, n) in self.custom.iter().enumerate() {
+            if *n > 0 {
+                let name = sanitizer
+                    .config
+                    .patterns
+                    .get(i)
+                    .map_or_else(|| format!("custom_{i}"), |p| p.name.clone());
+                *out.entry(name).or_default() += n;
+            }
+        }
+        out
+    }
+}
+
+/// A custom pattern (config file `[[pattern]]` tables).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPattern {
+    /// Type name used in counts and metrics (`[a-z0-9_]+`).
+    pub name: String,
+    /// Regular expression (Rust `regex` syntax).
+    pub pattern: String,
+    /// Replacement text. Defaults to `SANITIZED_<NAME>`.
+    #[serde(default)]
+    pub replacement: Option<String>,
+}
+
+/// Sanitizer configuration, usually read from a TOML file (see docs/capture.md).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SanitizerConfig {
+    /// Extra patterns, applied to all text after JWT and email detection.
+    #[serde(default, rename = "pattern")]
+    pub patterns: Vec<CustomPattern>,
+    /// Extra header names (case-insensitive, exact) whose values are always replaced.
+    #[serde(default)]
+    pub sensitive_headers: Vec<String>,
+    /// Extra JSON field / form / query names (case-insensitive, exact) whose values are
+    /// always replaced with `SANITIZED_SECRET`.
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
+}
+
+/// A configuration error, naming the pattern at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML did not parse or has unknown keys.
+    #[error("sanitizer config: {0}")]
+    Toml(String),
+    /// A pattern is invalid.
+    #[error("sanitizer config: pattern '{name}': {message}")]
+    Pattern {
+        /// The pattern's name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl SanitizerConfig {
+    /// Parses the TOML configuration format.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))
+    }
+}
+
+/// Removes customer data. Build once, use for every exchange (it holds compiled regexes).
+pub struct Sanitizer {
+    rules: TextRules,
+    config: SanitizerConfig,
+}
+
+impl Sanitizer {
+    /// Compiles the built-in rules and the configured custom patterns.
+    pub fn new(config: SanitizerConfig) -> Result<Self, ConfigError> {
+        let mut custom = Vec::new();
+        for (index, p) in config.patterns.iter().enumerate() {
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(ConfigError::Pattern {
+                    name: p.name.clone(),
+                    message: "name must be non-empty [a-z0-9_]".into(),
+                });
+            }
+            if BUILTIN.contains(&p.name.as_str()) {
+                return Err(ConfigError::Pattern {
+                    name: p.name.clone(),
+                    message: "name is a built-in type".into(),
+                });
+            }
+            let regex = regex::bytes::Regex::new(&p.pattern).map_err(|e| ConfigError::Pattern {
+                name: p.name.clone(),
+                message: e.to_string(),
+            })?;
+            if regex.is_match(b"") {
+                return Err(ConfigError::Pattern {
+                    name: p.name.clone(),
+                    message: "pattern matches the empty string".into(),
+                });
+            }
+            let replacement = p
+                .replacement
+                .clone()
+                .unwrap_or_else(|| format!("SANITIZED_{}", p.name.to_ascii_uppercase()));
+            custom.push(CustomRule {
+                index,
+                regex,
+                replacement: replacement.into_bytes(),
+            });
+        }
+        Ok(Sanitizer {
+            rules: TextRules::new(custom),
+            config,
+        })
+    }
+
+    /// A sanitizer with only the built-in rules.
+    pub fn builtin() -> Self {
+        Sanitizer {
+            rules: TextRules::new(Vec::new()),
+            config: SanitizerConfig::default(),
+        }
+    }
+
+    /// Sanitizes free text.
+    pub fn text<'a>(&self, s: &'a str, stats: &mut SanitizeStats) -> Cow<'a, str> {
+        match self.rules.apply(s.as_bytes(), stats) {
+            // Rules replace whole ASCII-delimited matches with ASCII, so UTF-8 stays valid;
+            // the lossy path only guards against a custom pattern cutting a character.
+            Some(bytes) => Cow::Owned(
+                String::from_utf8(bytes)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
+            None => Cow::Borrowed(s),
+        }
+    }
+
+    /// Sanitizes bytes (binary bodies).
+    pub fn bytes<'a>(&self, b: &'a [u8], stats: &mut SanitizeStats) -> Cow<'a, [u8]> {
+        match self.rules.apply(b, stats) {
+            Some(out) => Cow::Owned(out),
+            None => Cow::Borrowed(b),
+        }
+    }
+
+    fn field_kind(&self, key: &str) -> Option<Kind> {
+        if key_is_password(key.as_bytes()) {
+            Some(Kind::Password)
+        } else if key_is_secret(key.as_bytes())
+            || self
+                .config
+                .sensitive_fields
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(key))
+        {
+            Some(Kind::Secret)
+        } else {
+            None
+        }
+    }
+
+    /// Sanitizes a `name=value` pair (query or form parameter).
+    fn param(&self, name: &str, value: &str, stats: &mut SanitizeStats) -> (String, String) {
+        let new_name = self.text(name, stats).into_owned();
+        let new_value = match self.field_kind(name) {
+            Some(kind) if !value.is_empty() => {
+                stats.add(kind);
+                kind.marker().to_string()
+            }
+            _ => self.text(value, stats).into_owned(),
+        };
+        (new_name, new_value)
+    }
+
+    /// Sanitizes a JSON value in place, structure-aware.
+    pub fn json(&self, v: &mut Value, stats: &mut SanitizeStats) {
+        match v {
+            Value::String(s) => {
+                if let Cow::Owned(new) = self.text(s, stats) {
+                    *s = new;
+                }
+            }
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    let digits = u.to_string();
+                    if let Cow::Owned(new) = self.text(&digits, stats) {
+                        *v = Value::String(new);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    self.json(item, stats);
+                }
+            }
+            Value::Object(map) => {
+                let old = std::mem::take(map);
+                for (key, mut value) in old {
+                    let new_key = self.text(&key, stats).into_owned();
+                    match self.field_kind(&key) {
+                        Some(kind) if !value.is_null() => {
+                            stats.add(kind);
+                            value = Value::String(kind.marker().to_string());
+                        }
+                        _ => self.json(&mut value, stats),
+                    }
+                    map.insert(new_key, value);
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
+        }
+    }
+
+    fn headers(&self, headers: Vec<Header>, stats: &mut SanitizeStats) -> Vec<Header> {
+        headers
+            .into_iter()
+            .map(|h| {
+                let lower = h.name.to_ascii_lowercase();
+                let kind = if lower == "cookie" || lower == "set-cookie" {
+                    Some(Kind::Cookie)
+                } else if lower == "authorization"
+                    || lower == "proxy-authorization"
+                    || lower.contains("key")
+                    || lower.contains("token")
+                    || lower.contains("secret")
+                    || self
+                        .config
+                        .sensitive_headers
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(&h.name))
+                {
+                    Some(Kind::Header)
+                } else {
+                    None
+                };
+                match kind {
+                    Some(kind) => {
+                        stats.add(kind);
+                        Header::new(h.name, "SANITIZED_HEADER")
+                    }
+                    None => {
+                        let value = self.text(&h.value, stats).into_owned();
+                        Header::new(h.name, value)
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Sanitizes a percent-encoded path, segment by segment.
+    pub fn path(&self, path: &str, stats: &mut SanitizeStats) -> String {
+        let mut out = String::with_capacity(path.len());
+        for (i, seg) in path.split('/').enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+            let mut sanitized = self.text(&decoded, stats);
+            if matches!(sanitized, Cow::Borrowed(_)) && decoded.contains('+') {
+                // Many clients write spaces in paths as '+': look at that reading too.
+                let spaced = decoded.replace('+', " ");
+                if let Cow::Owned(new) = self.text(&spaced, stats) {
+                    sanitized = Cow::Owned(new);
+                }
+            }
+            match sanitized {
+                Cow::Borrowed(_) => out.push_str(seg),
+                Cow::Owned(new) => {
+                    out.extend(percent_encoding::utf8_percent_encode(&new, PATH_SEGMENT))
+                }
+            }
+        }
+        out
+    }
+
+    /// Sanitizes a whole exchange. Bodies are decoded (gzip/deflate) and cut to the limits
+    /// first, so what is sanitized is exactly what can be written.
+    pub fn sanitize(
+        &self,
+        ex: Exchange,
+        limits: &BodyLimits,
+        stats: &mut SanitizeStats,
+    ) -> SanitizedExchange {
+        let Exchange {
+            source,
+            captured_at,
+            request,
+            response,
+        } = ex;
+        let host = request
+            .host
+            .as_deref()
+            .map(|h| self.text(h, stats).into_owned());
+        let path = self.path(&request.path, stats);
+        let query = request
+            .query
+            .iter()
+            .map(|(k, v)| self.param(k, v, stats))
+            .collect();
+        let (req_body, req_headers) = body::prepare(request.body, request.headers, limits);
+        let request_body = self.body(req_body, &req_headers, stats);
+        let request_headers = self.headers(req_headers, stats);
+        let (resp_body, resp_headers) = body::prepare(response.body, response.headers, limits);
+        let response_body = self.body(resp_body, &resp_headers, stats);
+        let response_headers = self.headers(resp_headers, stats);
+        SanitizedExchange {
+            source,
+            captured_at,
+            method: request.method,
+            host,
+            path,
+            query,
+            request_headers,
+            request_body,
+            status: response.status,
+            response_headers,
+            response_body,
+        }
+    }
+
+    fn body(
+        &self,
+        prepared: body::Prepared,
+        headers: &[Header],
+        stats: &mut SanitizeStats,
+    ) -> SanitizedBody {
+        body::sanitize(self, prepared, headers, stats)
+    }
+}
+
+/// Characters escaped in a path segment we rebuild.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b'%');
+
+/// An exchange after sanitization: the only input the mapping generator accepts.
+///
+/// It can only be built by [`Sanitizer::sanitize`], so holding one proves the data went
+/// through the sanitizer.
+#[derive(Clone, Debug)]
+pub struct SanitizedExchange {
+    source: SourceRef,
+    captured_at: Option<OffsetDateTime>,
+    method: String,
+    host: Option<String>,
+    path: String,
+    query: Vec<(String, String)>,
+    request_headers: Vec<Header>,
+    request_body: SanitizedBody,
+    status: u16,
+    response_headers: Vec<Header>,
+    response_body: SanitizedBody,
+}
+
+impl SanitizedExchange {
+    /// Where the exchange came from.
+    pub fn source(&self) -> &SourceRef {
+        &self.source
+    }
+    /// Capture time, if known.
+    pub fn captured_at(&self) -> Option<OffsetDateTime> {
+        self.captured_at
+    }
+    /// Upper-case method.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+    /// Sanitized host, if known.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+    /// Sanitized, percent-encoded path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// Sanitized, decoded query parameters in order.
+    pub fn query(&self) -> &[(String, String)] {
+        &self.query
+    }
+    /// Sanitized request headers.
+    pub fn request_headers(&self) -> &[Header] {
+        &self.request_headers
+    }
+    /// Sanitized request body.
+    pub fn request_body(&self) -> &SanitizedBody {
+        &self.request_body
+    }
+    /// Response status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+    /// Sanitized response headers (`Content-Encoding` removed when the body was decoded).
+    pub fn response_headers(&self) -> &[Header] {
+        &self.response_headers
+    }
+    /// Sanitized response body.
+    pub fn response_body(&self) -> &SanitizedBody {
+        &self.response_body
+    }
+}

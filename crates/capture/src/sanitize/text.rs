@@ -1,0 +1,446 @@
+//! The text rules, applied to bytes (so binary bodies are covered too).
+//!
+//! Each rule finds candidates with a regex and validates them (check digits, boundaries,
+//! JWT structure) before replacing. Rules run in a fixed order; replacement markers contain
+//! no digits, `@` or `eyJ`, so a later rule never re-matches an earlier rule's output.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use regex::bytes::Regex;
+
+use super::checks::{card_valid, cnpj_valid, cpf_valid};
+use super::{Kind, SanitizeStats};
+
+/// A custom pattern from the configuration file.
+pub(crate) struct CustomRule {
+    pub(crate) index: usize,
+    pub(crate) regex: Regex,
+    pub(crate) replacement: Vec<u8>,
+}
+
+/// All compiled text rules.
+pub(crate) struct TextRules {
+    jwt: Regex,
+    email: Regex,
+    keyed: Regex,
+    doc_formatted: Regex,
+    cnpj_alnum: Regex,
+    phone_intl: Regex,
+    phone_br: Regex,
+    digit_run: Regex,
+    pub(crate) custom: Vec<CustomRule>,
+}
+
+struct Repl {
+    start: usize,
+    end: usize,
+    with: Vec<u8>,
+}
+
+#[allow(clippy::expect_used)] // the patterns are constants, covered by every test
+fn re(p: &str) -> Regex {
+    Regex::new(p).expect("built-in pattern compiles")
+}
+
+fn alnum(b: Option<&u8>) -> bool {
+    b.is_some_and(u8::is_ascii_alphanumeric)
+}
+
+fn digit(b: Option<&u8>) -> bool {
+    b.is_some_and(u8::is_ascii_digit)
+}
+
+impl TextRules {
+    pub(crate) fn new(custom: Vec<CustomRule>) -> Self {
+        TextRules {
+            jwt: re(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"),
+            email: re(
+                r"[A-Za-z0-9._%+\-]+(?:@|%40)[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}",
+            ),
+            // `password=…`, `"api_key": "…"`, `token: …` in text, form-like strings and
+            // truncated JSON (which cannot be parsed, so structure-aware rules cannot see it).
+            keyed: re(
+                r#"(?i)([A-Za-z0-9_\-]*(?:password|passwd|pwd|token|secret|api_?key|access_?key|private_?key)[A-Za-z0-9_\-]*"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|[^\s&,;"}<>]+)"#,
+            ),
+            doc_formatted: re(
+                r"[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}|[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}/[0-9A-Z]{4}-[0-9]{2}",
+            ),
+            cnpj_alnum: re(r"[0-9A-Z]{12}[0-9]{2}"),
+            phone_intl: re(
+                r"\+[0-9]{1,3}[ .\-]?(?:\([0-9]{1,4}\)[ .\-]?)?[0-9]{1,5}(?:[ .\-]?[0-9]{2,5}){1,4}",
+            ),
+            phone_br: re(r"\([0-9]{2}\) ?9?[0-9]{4}-?[0-9]{4}|[0-9]{2} 9?[0-9]{4}-[0-9]{4}"),
+            digit_run: re(r"[0-9](?:[ \-]?[0-9]){10,}"),
+            custom,
+        }
+    }
+
+    /// Applies every rule. Returns `None` when nothing was replaced.
+    pub(crate) fn apply(&self, input: &[u8], stats: &mut SanitizeStats) -> Option<Vec<u8>> {
+        let mut cur: Cow<[u8]> = Cow::Borrowed(input);
+        let mut changed = false;
+        macro_rules! step {
+            ($f:expr) => {
+                if let Some(next) = $f(&*cur, stats) {
+                    cur = Cow::Owned(next);
+                    changed = true;
+                }
+            };
+        }
+        if memchr3(input, b'e', b'J') {
+            step!(|t: &[u8], s: &mut SanitizeStats| self.jwt_rule(t, s));
+        }
+        if input.contains(&b'@') || contains(input, b"%40") {
+            step!(|t: &[u8], s: &mut SanitizeStats| self.email_rule(t, s));
+        }
+        for rule in &self.custom {
+            step!(
+                |t: &[u8], s: &mut SanitizeStats| replace_each(&rule.regex, t, |_, _, _| {
+                    s.add(Kind::Custom(rule.index));
+                    Some(rule.replacement.clone())
+                })
+            );
+        }
+        if contains_ascii_ci(&cur) {
+            step!(|t: &[u8], s: &mut SanitizeStats| self.keyed_rule(t, s));
+        }
+        // Documents need at least two digits (an alphanumeric CNPJ's check digits); phones
+        // and cards at least eight. Most strings have fewer, and skip the scans.
+        let digits = count_digits(&cur);
+        if digits >= 2 && cur.len() >= 14 {
+            step!(|t: &[u8], s: &mut SanitizeStats| self.doc_formatted_rule(t, s));
+            step!(|t: &[u8], s: &mut SanitizeStats| self.cnpj_alnum_rule(t, s));
+        }
+        if digits >= 8 {
+            step!(|t: &[u8], s: &mut SanitizeStats| self.phone_rule(t, s));
+            step!(|t: &[u8], s: &mut SanitizeStats| self.digit_run_rule(t, s));
+        }
+        if changed {
+            Some(cur.into_owned())
+        } else {
+            None
+        }
+    }
+
+    fn jwt_rule(&self, t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
+        replace_each(&self.jwt, t, |m, _, _| {
+            let mut parts = m.split(|b| *b == b'.');
+            let header = parts.next()?;
+            let payload = parts.next()?;
+            if is_b64_json_object(header) && is_b64_json_object(payload) {
+                s.add(Kind::Jwt);
+                Some(b"SANITIZED_JWT".to_vec())
+            } else {
+                None
+            }
+        })
+    }
+
+    fn email_rule(&self, t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
+        replace_each(&self.email, t, |_, _, _| {
+            s.add(Kind::Email);
+            Some(b"SANITIZED_EMAIL".to_vec())
+        })
+    }
+
+    fn keyed_rule(&self, t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
+        let mut repls = Vec::new();
+        for caps in self.keyed.captures_iter(t) {
+            let (Some(key), Some(value)) = (caps.get(1), caps.get(2)) else {
+                continue;
+            };
+            let v = value.as_bytes();
+            if v.starts_with(b"SANITIZED_") || v.starts_with(b"\"SANITIZED_") {
+                continue;
+            }
+            let kind = if key_is_password(key.as_bytes()) {
+                Kind::Password
+            } else {
+                Kind::Secret
+            };
+            let marker = kind.marker().as_bytes();
+            let with = if v.first() == Some(&b'"') {
+                [b"\"".as_slice(), marker, b"\""].concat()
+            } else {
+                marker.to_vec()
+            };
+            s.add(kind);
+            repls.push(Repl {
+                start: value.start(),
+                end: value.end(),
+                with,
+            });
+        }
+        splice(t, repls)
+    }
+
+    fn doc_formatted_rule(&self, t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
+        replace_each(&self.doc_formatted, t, |m, start, end| {
+            let before = start.checked_sub(1).and_then(|i| t.get(i));
+            if alnum(before) || before == Some(&b'.') || alnum(t.get(end)) {
+                return None;
+            }
+            let bare: Vec<u8> = m
+                .iter()
+                .copied()
+                .filter(u8::is_ascii_alphanumeric)
+                .collect();
+            if cpf_valid(&bare) || cnpj_valid(&bare) {
+                s.add(Kind::Document);
+                Some(b"SANITIZED_DOCUMENT".to_vec())
+            } else {
+                None
+            }
+        })
+    }
+
+    fn cnpj_alnum_rule(&self, t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
+        replace_each(&self.cnpj_alnum, t, |m, start, end| {
+            let before = start.checked_sub(1).and_then(|i| t.get(i));
+            if alnum(before) || alnum(t.get(end)) || m.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            if cnpj_valid(m) {
+                s.add(Kind::Document);
+                Some(b"SANITIZED_DOCUMENT".to_vec())
+            } else {
+                None
+            }
+        })
+    }
+
+    fn phone_rule(&self, t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
+        let first = replace_each(&self.phone_intl, t, |m, start, end| {
+            let before = start.checked_sub(1).and_then(|i| t.get(i));
+            let digits = m.iter().filter(|b| b.is_ascii_digit()).count();
+            if alnum(before) || digit(t.get(end)) || !(8..=15).contains(&digits) {
+                return None;
+            }
+            s.add(Kind::Phone);
+            Some(b"SANITIZED_PHONE".to_vec())
+        });
+        let t2 = first.as_deref().unwrap_or(t);
+        let second = replace_each(&self.phone_br, t2, |_, start, end| {
+            let before = start.checked_sub(1).and_then(|i| t2.get(i));
+            let after = t2.get(end);
+            if alnum(before)
+                || matches!(before, Some(b'-' | b'.' | b'/' | b':' | b'+'))
+                || alnum(after)
+                || matches!(after, Some(b'-' | b'/' | b':'))
+            {
+                return None;
+            }
+            s.add(Kind::Phone);
+            Some(b"SANITIZED_PHONE".to_vec())
+        });
+        second.or(first)
+    }
+
+    fn digit_run_rule(&self, t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
+        let mut repls = Vec::new();
+        for m in self.digit_run.find_iter(t) {
+            let at = |i: Option<usize>| i.and_then(|i| t.get(i));
+            let before = at(m.start().checked_sub(1));
+            let after = t.get(m.end());
+            // A dash/space-grouped number glued to letters, dashes or a decimal point is part
+            // of a larger token (a UUID's groups, a version string), not a card written out.
+            // A full stop ending a sentence is fine.
+            let grouped_ok = !alnum(before)
+                && before != Some(&b'-')
+                && !(before == Some(&b'.') && digit(at(m.start().checked_sub(2))))
+                && !alnum(after)
+                && after != Some(&b'-')
+                && !(after == Some(&b'.') && alnum(t.get(m.end() + 1)));
+            analyse_run(m.as_bytes(), m.start(), grouped_ok, &mut repls, s);
+        }
+        splice(t, repls)
+    }
+}
+
+/// Decides what a run of digits (with single space/dash separators) is.
+fn analyse_run(
+    run: &[u8],
+    offset: usize,
+    grouped_ok: bool,
+    repls: &mut Vec<Repl>,
+    s: &mut SanitizeStats,
+) {
+    let digits: Vec<u8> = run.iter().copied().filter(u8::is_ascii_digit).collect();
+    let has_separators = digits.len() != run.len();
+    if !has_separators {
+        let kind = if (digits.len() == 11 && cpf_valid(&digits))
+            || (digits.len() == 14 && cnpj_valid(&digits))
+        {
+            Some(Kind::Document)
+        } else if card_valid(&digits) {
+            Some(Kind::Card)
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
+            s.add(kind);
+            repls.push(Repl {
+                start: offset,
+                end: offset + run.len(),
+                with: kind.marker().as_bytes().to_vec(),
+            });
+        }
+        return;
+    }
+    if grouped_ok && card_valid(&digits) {
+        s.add(Kind::Card);
+        repls.push(Repl {
+            start: offset,
+            end: offset + run.len(),
+            with: b"SANITIZED_CARD".to_vec(),
+        });
+        return;
+    }
+    // Groups of digits with their byte ranges and the separator that follows each.
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0;
+    for (i, b) in run.iter().enumerate() {
+        if !b.is_ascii_digit() {
+            groups.push((start, i));
+            start = i + 1;
+        }
+    }
+    groups.push((start, run.len()));
+    // A card inside a longer run ("ref 1234 4111 1111 1111 1111"): only where the run is
+    // split by spaces around the window, so dash-joined ids (UUID-like) are never cut apart.
+    let mut i = 0;
+    while i < groups.len() {
+        let mut found = None;
+        for j in (i..groups.len()).rev() {
+            let left_ok = if i == 0 {
+                grouped_ok
+            } else {
+                run[groups[i].0 - 1] == b' '
+            };
+            let right_ok = if j + 1 == groups.len() {
+                grouped_ok
+            } else {
+                run[groups[j].1] == b' '
+            };
+            if !left_ok || !right_ok || (i == 0 && j + 1 == groups.len()) {
+                continue;
+            }
+            let window = &run[groups[i].0..groups[j].1];
+            let wd: Vec<u8> = window.iter().copied().filter(u8::is_ascii_digit).collect();
+            if card_valid(&wd) {
+                found = Some(j);
+                break;
+            }
+        }
+        if let Some(j) = found {
+            s.add(Kind::Card);
+            repls.push(Repl {
+                start: offset + groups[i].0,
+                end: offset + groups[j].1,
+                with: b"SANITIZED_CARD".to_vec(),
+            });
+            i = j + 1;
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// Replaces every match for which `f` returns a replacement. `None` when nothing changed.
+fn replace_each(
+    re: &Regex,
+    t: &[u8],
+    mut f: impl FnMut(&[u8], usize, usize) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    let mut repls = Vec::new();
+    for m in re.find_iter(t) {
+        if let Some(with) = f(m.as_bytes(), m.start(), m.end()) {
+            repls.push(Repl {
+                start: m.start(),
+                end: m.end(),
+                with,
+            });
+        }
+    }
+    splice(t, repls)
+}
+
+fn splice(t: &[u8], repls: Vec<Repl>) -> Option<Vec<u8>> {
+    if repls.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(t.len());
+    let mut pos = 0;
+    for r in repls {
+        out.extend_from_slice(&t[pos..r.start]);
+        out.extend_from_slice(&r.with);
+        pos = r.end;
+    }
+    out.extend_from_slice(&t[pos..]);
+    Some(out)
+}
+
+fn is_b64_json_object(part: &[u8]) -> bool {
+    let trimmed: &[u8] = match part.iter().position(|b| *b == b'=') {
+        Some(i) => &part[..i],
+        None => part,
+    };
+    match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trimmed) {
+        Ok(bytes) => matches!(
+            serde_json::from_slice::<serde_json::Value>(&bytes),
+            Ok(serde_json::Value::Object(_))
+        ),
+        Err(_) => false,
+    }
+}
+
+/// True when a key names a password field (`password`, `passwd`, `pwd`, any case, anywhere).
+pub(crate) fn key_is_password(key: &[u8]) -> bool {
+    contains_ci(key, b"password") || contains_ci(key, b"passwd") || contains_ci(key, b"pwd")
+}
+
+/// True when a key names a secret (`token`, `secret`, `api_key`, `access_key`, `private_key`).
+pub(crate) fn key_is_secret(key: &[u8]) -> bool {
+    contains_ci(key, b"token")
+        || contains_ci(key, b"secret")
+        || [b"apikey".as_slice(), b"accesskey", b"privatekey"]
+            .iter()
+            .any(|k| {
+                let squashed: Vec<u8> = key
+                    .iter()
+                    .copied()
+                    .filter(|b| *b != b'_' && *b != b'-')
+                    .collect();
+                contains_ci(&squashed, k)
+            })
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+pub(crate) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    needle.len() <= hay.len()
+        && hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Cheap prefilter for the keyed rule: any of the key words' distinctive letters pairs.
+fn contains_ascii_ci(t: &[u8]) -> bool {
+    t.windows(2).any(|w| {
+        matches!(
+            [w[0].to_ascii_lowercase(), w[1].to_ascii_lowercase()],
+            [b'p', b'a'] | [b'p', b'w'] | [b't', b'o'] | [b's', b'e'] | [b'k', b'e']
+        )
+    })
+}
+
+fn memchr3(t: &[u8], a: u8, b: u8) -> bool {
+    t.windows(3).any(|w| w[0] == a && w[1] == b'y' && w[2] == b)
+}
+
+fn count_digits(t: &[u8]) -> usize {
+    t.iter().filter(|b| b.is_ascii_digit()).count()
+}

@@ -1,0 +1,276 @@
+//! WireMock stub mappings, shaped like WireMock's own recorder output.
+//!
+//! Every mapping uses only fields WireMock 3.x accepts at the top level (`id`, `name`,
+//! `request`, `response`, `metadata`, scenario fields); our bookkeeping lives under
+//! `metadata.apm`.
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::dedupe::DedupeKey;
+use crate::sanitize::{BodyContent, SanitizedBody, SanitizedExchange};
+
+/// Response headers never copied into a stub: hop-by-hop headers, and the ones describing an
+/// encoding or length that no longer applies once the body is decoded and re-served.
+const DROPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-encoding",
+];
+
+/// A scenario position for one stub of a repeated request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScenarioStep {
+    /// Scenario name (shared by all states of one request).
+    pub name: String,
+    /// State the scenario must be in for this stub to match.
+    pub required_state: String,
+    /// State to move to after serving, if any.
+    pub new_state: Option<String>,
+}
+
+/// A generated mapping and the file name it should be written under.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MappingFile {
+    /// Suggested file name (`get-v1-orders-1a2b3c4d.json`), unique per stub id.
+    pub file_name: String,
+    /// The stub id.
+    pub id: String,
+    /// The mapping.
+    pub mapping: Value,
+}
+
+impl MappingFile {
+    /// Pretty JSON with a trailing newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(&self.mapping).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+}
+
+/// Builds the mapping for one sanitized exchange.
+///
+/// `fallback_time` is used as the capture time when the input did not record one.
+pub fn mapping(
+    ex: &SanitizedExchange,
+    key: &DedupeKey,
+    state_index: u32,
+    scenario: Option<&ScenarioStep>,
+    fallback_time: OffsetDateTime,
+) -> MappingFile {
+    let id = key.stub_id(state_index);
+    let mut request = Map::new();
+    request.insert("method".into(), json!(ex.method()));
+    if ex.query().is_empty() {
+        request.insert("url".into(), json!(ex.path()));
+    } else {
+        request.insert("urlPath".into(), json!(ex.path()));
+        let mut params: Map<String, Value> = Map::new();
+        let mut names: Vec<&str> = Vec::new();
+        for (k, _) in ex.query() {
+            if !names.contains(&k.as_str()) {
+                names.push(k);
+            }
+        }
+        for name in names {
+            let values: Vec<&str> = ex
+                .query()
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let matcher = if values.len() == 1 {
+                json!({ "equalTo": values[0] })
+            } else {
+                json!({ "hasExactly": values.iter().map(|v| json!({"equalTo": v})).collect::<Vec<_>>() })
+            };
+            params.insert(name.to_string(), matcher);
+        }
+        request.insert("queryParameters".into(), Value::Object(params));
+    }
+    if let Some(pattern) = body_pattern(ex.request_body()) {
+        request.insert("bodyPatterns".into(), json!([pattern]));
+    }
+
+    let mut response = Map::new();
+    response.insert("status".into(), json!(ex.status()));
+    let headers = response_headers(ex);
+    if !headers.is_empty() {
+        response.insert("headers".into(), Value::Object(headers));
+    }
+    match &ex.response_body().content {
+        BodyContent::Empty => {}
+        BodyContent::Json(v) => {
+            response.insert("jsonBody".into(), v.clone());
+        }
+        BodyContent::Text(t) => {
+            response.insert("body".into(), json!(t));
+        }
+        BodyContent::Binary(b) => {
+            response.insert(
+                "base64Body".into(),
+                json!(base64::engine::general_purpose::STANDARD.encode(b)),
+            );
+        }
+    }
+
+    let captured = ex.captured_at().unwrap_or(fallback_time);
+    let mut apm = Map::new();
+    apm.insert(
+        "source".into(),
+        json!({
+            "format": ex.source().format.as_str(),
+            "file": ex.source().file,
+            "position": ex.source().position,
+        }),
+    );
+    apm.insert("dedupeKey".into(), json!(key.hex()));
+    apm.insert(
+        "capturedAt".into(),
+        json!(captured.format(&Rfc3339).unwrap_or_default()),
+    );
+    if let Some(host) = ex.host() {
+        apm.insert("host".into(), json!(host));
+    }
+    for (name, body) in [
+        ("requestBody", ex.request_body()),
+        ("responseBody", ex.response_body()),
+    ] {
+        if body.truncated {
+            apm.insert(format!("{name}Truncated"), json!(true));
+        }
+        if let Some(note) = body.note {
+            apm.insert(format!("{name}Note"), json!(note));
+        }
+    }
+
+    let mut m = Map::new();
+    m.insert("id".into(), json!(id));
+    m.insert(
+        "name".into(),
+        json!(format!("{} {}", ex.method(), ex.path())),
+    );
+    m.insert("request".into(), Value::Object(request));
+    m.insert("response".into(), Value::Object(response));
+    if let Some(s) = scenario {
+        m.insert("scenarioName".into(), json!(s.name));
+        m.insert("requiredScenarioState".into(), json!(s.required_state));
+        if let Some(next) = &s.new_state {
+            m.insert("newScenarioState".into(), json!(next));
+        }
+    }
+    m.insert("metadata".into(), json!({ "apm": apm }));
+
+    MappingFile {
+        file_name: file_name(ex.method(), ex.path(), &id),
+        id,
+        mapping: Value::Object(m),
+    }
+}
+
+/// The request body matcher, or `None` for empty or truncated bodies (a partial body must
+/// never become an exact matcher: the real request would not equal it).
+fn body_pattern(body: &SanitizedBody) -> Option<Value> {
+    if body.truncated {
+        return None;
+    }
+    Some(match &body.content {
+        BodyContent::Empty => return None,
+        BodyContent::Json(v) => json!({
+            "equalToJson": v,
+            "ignoreArrayOrder": true,
+            "ignoreExtraElements": true,
+        }),
+        BodyContent::Text(t) => json!({ "equalTo": t }),
+        BodyContent::Binary(b) => json!({
+            "binaryEqualTo": base64::engine::general_purpose::STANDARD.encode(b)
+        }),
+    })
+}
+
+fn response_headers(ex: &SanitizedExchange) -> Map<String, Value> {
+    let mut order: Vec<String> = Vec::new();
+    let mut values: Vec<Vec<String>> = Vec::new();
+    for h in ex.response_headers() {
+        let lower = h.name.to_ascii_lowercase();
+        if DROPPED_RESPONSE_HEADERS.contains(&lower.as_str()) {
+            continue;
+        }
+        match order.iter().position(|n| n.eq_ignore_ascii_case(&h.name)) {
+            Some(i) => values[i].push(h.value.clone()),
+            None => {
+                order.push(h.name.clone());
+                values.push(vec![h.value.clone()]);
+            }
+        }
+    }
+    order
+        .into_iter()
+        .zip(values)
+        .map(|(name, mut vals)| {
+            let v = if vals.len() == 1 {
+                json!(vals.remove(0))
+            } else {
+                json!(vals)
+            };
+            (name, v)
+        })
+        .collect()
+}
+
+/// `get-v1-orders-1a2b3c4d.json`: readable, filesystem-safe, unique through the id.
+pub fn file_name(method: &str, path: &str, id: &str) -> String {
+    let mut slug = String::new();
+    for c in path.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+        if slug.len() >= 60 {
+            break;
+        }
+    }
+    let slug = slug.trim_matches('-');
+    let slug = if slug.is_empty() { "root" } else { slug };
+    format!(
+        "{}-{}-{}.json",
+        method.to_ascii_lowercase(),
+        slug,
+        id.get(..8).unwrap_or(id)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_safe() {
+        assert_eq!(
+            file_name("GET", "/v1/orders/SANITIZED_EMAIL", "1a2b3c4d-xxxx"),
+            "get-v1-orders-sanitized-email-1a2b3c4d.json"
+        );
+        assert_eq!(
+            file_name("POST", "/", "abcdef012"),
+            "post-root-abcdef01.json"
+        );
+        assert_eq!(
+            file_name("GET", "/../../etc/passwd", "0123456789"),
+            "get-etc-passwd-01234567.json"
+        );
+    }
+}

@@ -1,0 +1,382 @@
+//! Parsers and the whole pipeline on realistic fixtures, with golden mappings.
+//!
+//! Regenerate the golden files with `UPDATE_GOLDEN=1 cargo test -p apm-capture --test ingest`
+//! and review the diff.
+
+use std::path::{Path, PathBuf};
+
+use apm_capture::{InputFormat, Outcome, Pipeline, PipelineConfig, Sanitizer, parse_all};
+use serde_json::Value;
+use time::macros::datetime;
+
+fn fixtures(dir: &str) -> Vec<(String, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("fixture dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let name = format!("{dir}/{}", p.file_name().expect("name").to_string_lossy());
+            (name, std::fs::read(&p).expect("read fixture"))
+        })
+        .collect()
+}
+
+/// Raw values planted in the fixtures; none may appear in any output.
+const RAW: &[&str] = &[
+    "maria.silva",
+    "529.982.247-25",
+    "98765-4321",
+    "4111 1111 1111 1111",
+    "s3nh4",
+    "eyJhbGci",
+    "ak_live",
+    "session=abc123",
+    "11.222.333/0001-81",
+    "suporte@loja",
+    "3456-7890",
+    "415 555 2671",
+    "hunter2",
+    "12.ABC.345/01DE-35",
+    "ana@example.com",
+    "joao",
+    "Tr0ub4dor",
+    "sid=xyz",
+    "11144477735",
+    "99876-5432",
+    "YWxhZGRpbjpvcGVuc2VzYW1l",
+    "tok_9f8e7d",
+];
+
+fn run(format: InputFormat, dir: &str) -> (Pipeline, Vec<apm_capture::MappingFile>, Vec<String>) {
+    let inputs = fixtures(dir);
+    let parsed = parse_all(
+        format,
+        inputs.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+    );
+    let errors: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+    let mut p = Pipeline::new(PipelineConfig::default(), Sanitizer::builtin());
+    for e in parsed.errors {
+        p.malformed(e);
+    }
+    for ex in parsed.exchanges {
+        p.process(ex);
+    }
+    let maps = p.mappings(datetime!(2026-11-21 00:00 UTC));
+    (p, maps, errors)
+}
+
+fn golden(name: &str, maps: &[apm_capture::MappingFile]) {
+    let actual = Value::Array(maps.iter().map(|m| m.mapping.clone()).collect());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let mut text = serde_json::to_string_pretty(&actual).expect("json");
+        text.push('\n');
+        std::fs::write(&path, text).expect("write golden");
+    }
+    let expected: Value = serde_json::from_slice(
+        &std::fs::read(&path).expect("golden file (UPDATE_GOLDEN=1 creates it)"),
+    )
+    .expect("golden json");
+    if expected != actual {
+        let e = serde_json::to_string_pretty(&expected).expect("json");
+        let a = serde_json::to_string_pretty(&actual).expect("json");
+        let diff = similar::TextDiff::from_lines(&e, &a);
+        panic!("{name} differs from golden:\n{}", diff.unified_diff());
+    }
+}
+
+fn assert_clean(maps: &[apm_capture::MappingFile], errors: &[String]) {
+    for m in maps {
+        let text = String::from_utf8(m.to_bytes()).expect("utf8");
+        for raw in RAW {
+            assert!(
+                !text.contains(raw),
+                "raw value {raw:?} leaked into {}",
+                m.file_name
+            );
+        }
+        // Only fields real WireMock accepts at the top level.
+        for k in m.mapping.as_object().expect("object").keys() {
+            assert!(
+                [
+                    "id",
+                    "name",
+                    "request",
+                    "response",
+                    "metadata",
+                    "scenarioName",
+                    "requiredScenarioState",
+                    "newScenarioState"
+                ]
+                .contains(&k.as_str()),
+                "top-level field {k}"
+            );
+        }
+    }
+    for e in errors {
+        for raw in RAW {
+            assert!(!e.contains(raw), "raw value {raw:?} leaked into error {e}");
+        }
+    }
+}
+
+#[test]
+fn envoy_tap_files_and_admin_stream() {
+    let (p, maps, errors) = run(InputFormat::EnvoyTap, "envoy");
+    assert_eq!(
+        errors,
+        vec![
+            "envoy/admin_tap_stream.json: line 43, column 57: key must be a string".to_string(),
+            "envoy/admin_tap_stream.json: line 127, column 1: streamed trace 9: request or response headers never arrived; skipped".to_string(),
+        ]
+    );
+    let r = p.report();
+    assert_eq!(
+        (r.ingested, r.malformed, r.unique, r.duplicates),
+        (6, 2, 5, 1)
+    );
+    assert_eq!(maps.len(), 5);
+    // The streamed trace, stitched across two files, has the whole request body.
+    let stitched = maps
+        .iter()
+        .find(|m| {
+            m.mapping["request"]["method"] == "POST" && m.mapping["request"]["url"] == "/search"
+        })
+        .expect("stitched trace");
+    assert_eq!(
+        stitched.mapping["request"]["bodyPatterns"][0]["equalToJson"]["filters"]["brand"][1],
+        "globex"
+    );
+    // gzip decoded, encoding headers dropped.
+    let cart = maps
+        .iter()
+        .find(|m| m.mapping["request"]["url"] == "/v2/carts/42")
+        .expect("cart");
+    assert_eq!(cart.mapping["response"]["jsonBody"]["total"], 3);
+    assert!(
+        cart.mapping["response"]["headers"]
+            .get("content-encoding")
+            .is_none()
+    );
+    assert!(
+        cart.mapping["response"]["headers"]
+            .get("transfer-encoding")
+            .is_none()
+    );
+    // A truncated request body is never an exact matcher and is flagged.
+    let upload = maps
+        .iter()
+        .find(|m| m.mapping["request"]["url"] == "/v1/documents")
+        .expect("upload");
+    assert!(upload.mapping["request"].get("bodyPatterns").is_none());
+    assert_eq!(
+        upload.mapping["metadata"]["apm"]["requestBodyTruncated"],
+        true
+    );
+    assert_eq!(r.sanitized.get("header"), Some(&2), "{:?}", r.sanitized);
+    assert_eq!(r.sanitized.get("card"), Some(&1), "{:?}", r.sanitized);
+    assert_clean(&maps, &errors);
+    golden("envoy.json", &maps);
+}
+
+#[test]
+fn har_export() {
+    let (p, maps, errors) = run(InputFormat::Har, "har");
+    assert_eq!(
+        errors,
+        vec![
+            "har/shop.har: entry 3: response.status is 0 (no response was received)".to_string(),
+            "har/shop.har: entry 5: request.url is missing or not a string".to_string(),
+        ]
+    );
+    assert_eq!(p.report().unique, 3);
+    let orders = maps
+        .iter()
+        .find(|m| m.mapping["request"]["urlPath"] == "/api/orders")
+        .expect("orders");
+    assert_eq!(
+        orders.mapping["request"]["queryParameters"]["status"],
+        serde_json::json!({"hasExactly": [{"equalTo": "open"}, {"equalTo": "paid"}]})
+    );
+    assert_eq!(
+        orders.mapping["request"]["queryParameters"]["customer"]["equalTo"],
+        "SANITIZED_DOCUMENT"
+    );
+    let login = maps
+        .iter()
+        .find(|m| m.mapping["request"]["url"] == "/api/login")
+        .expect("login");
+    assert_eq!(
+        login.mapping["response"]["jsonBody"]["access_token"],
+        "SANITIZED_SECRET"
+    );
+    assert_eq!(
+        login.mapping["response"]["headers"]["set-cookie"],
+        "SANITIZED_HEADER"
+    );
+    let logo = maps
+        .iter()
+        .find(|m| m.mapping["request"]["url"] == "/logo.png")
+        .expect("logo");
+    assert!(logo.mapping["response"]["base64Body"].is_string());
+    assert_clean(&maps, &errors);
+    golden("har.json", &maps);
+}
+
+#[test]
+fn jsonl_lines() {
+    let (p, maps, errors) = run(InputFormat::Jsonl, "jsonl");
+    assert_eq!(
+        errors,
+        vec![
+            "jsonl/exchanges.jsonl: line 3, column 46: EOF while parsing an object".to_string(),
+            "jsonl/exchanges.jsonl: line 4: response.status is missing or not a status code 100-599".to_string(),
+        ]
+    );
+    assert_eq!(p.report().unique, 2);
+    assert_clean(&maps, &errors);
+    golden("jsonl.json", &maps);
+}
+
+#[test]
+fn dedupe_is_deterministic_and_order_independent_for_json_keys() {
+    let mk = |body: &str, q: &str| {
+        let line = format!(
+            r#"{{"request":{{"method":"post","url":"/a?{q}","headers":{{"content-type":"application/json"}},"body":{body}}},"response":{{"status":200}}}}"#
+        );
+        let parsed = parse_all(InputFormat::Jsonl, [("x", line.as_bytes())]);
+        parsed.exchanges.into_iter().next().expect("exchange")
+    };
+    let mut p = Pipeline::new(PipelineConfig::default(), Sanitizer::builtin());
+    let a = p.process(mk(r#"{"x":1,"y":[1,2]}"#, "b=2&a=1"));
+    let b = p.process(mk(r#"{"y":[1,2],"x":1}"#, "a=1&b=2"));
+    let c = p.process(mk(r#"{"y":[2,1],"x":1}"#, "a=1&b=2"));
+    let Outcome::New(ka) = a else {
+        panic!("first is new")
+    };
+    assert_eq!(
+        b,
+        Outcome::Duplicate(ka),
+        "key order and query order do not matter"
+    );
+    assert!(matches!(c, Outcome::New(_)), "array order does");
+    // Two emails that sanitize to the same marker are the same request after sanitizing.
+    let d = p.process(mk(r#"{"u":"ana@example.com"}"#, ""));
+    let e = p.process(mk(r#"{"u":"bob@example.org"}"#, ""));
+    assert!(matches!(d, Outcome::New(_)));
+    assert!(matches!(e, Outcome::Duplicate(_)));
+    // Same inputs, fresh pipeline: same keys, same ids, same mappings.
+    let mut q = Pipeline::new(PipelineConfig::default(), Sanitizer::builtin());
+    q.process(mk(r#"{"x":1,"y":[1,2]}"#, "b=2&a=1"));
+    let t = datetime!(2026-11-21 00:00 UTC);
+    assert_eq!(p.mappings(t)[..1].len(), 1);
+    let first_p = p
+        .mappings(t)
+        .into_iter()
+        .find(|m| m.mapping["metadata"]["apm"]["dedupeKey"] == ka.hex())
+        .expect("mapping");
+    assert_eq!(first_p, q.mappings(t)[0]);
+    // Body beyond the first KiB does not change the key.
+    let long_a = format!(r#""{}A""#, "x".repeat(2000));
+    let long_b = format!(r#""{}B""#, "x".repeat(2000));
+    let mut r = Pipeline::new(PipelineConfig::default(), Sanitizer::builtin());
+    assert!(matches!(r.process(mk(&long_a, "")), Outcome::New(_)));
+    assert!(matches!(r.process(mk(&long_b, "")), Outcome::Duplicate(_)));
+}
+
+#[test]
+fn repeats_with_different_responses_become_scenarios() {
+    let line = |status: u16, body: &str| {
+        format!(
+            r#"{{"request":{{"method":"GET","url":"/job/1"}},"response":{{"status":{status},"body":"{body}"}}}}"#
+        )
+    };
+    let text = [
+        line(202, "pending"),
+        line(202, "pending"),
+        line(200, "done"),
+    ]
+    .join("\n");
+    let parsed = parse_all(InputFormat::Jsonl, [("x", text.as_bytes())]);
+    let cfg = PipelineConfig {
+        scenarios: true,
+        ..PipelineConfig::default()
+    };
+    let mut p = Pipeline::new(cfg, Sanitizer::builtin());
+    for ex in parsed.exchanges {
+        p.process(ex);
+    }
+    let maps = p.mappings(datetime!(2026-11-21 00:00 UTC));
+    assert_eq!(maps.len(), 2);
+    assert_eq!(p.report().scenario_states, 1);
+    assert_eq!(maps[0].mapping["requiredScenarioState"], "Started");
+    assert_eq!(
+        maps[0].mapping["newScenarioState"],
+        maps[1].mapping["requiredScenarioState"]
+    );
+    assert!(maps[1].mapping.get("newScenarioState").is_none());
+    assert_eq!(maps[1].mapping["response"]["body"], "done");
+    assert_ne!(maps[0].id, maps[1].id);
+}
+
+#[test]
+fn filters_and_sampling() {
+    use apm_capture::{FilterConfig, Glob};
+    let text: String = (0..200)
+        .map(|i| {
+            format!(
+                r#"{{"request":{{"method":"{}","url":"https://{}/p/{i}"}},"response":{{"status":200}}}}"#,
+                if i % 2 == 0 { "GET" } else { "POST" },
+                if i % 3 == 0 { "api.example.com" } else { "static.example.com:8443" }
+            ) + "\n"
+        })
+        .collect();
+    let run = |filter: FilterConfig| {
+        let parsed = parse_all(InputFormat::Jsonl, [("x", text.as_bytes())]);
+        let mut p = Pipeline::new(
+            PipelineConfig {
+                filter,
+                ..PipelineConfig::default()
+            },
+            Sanitizer::builtin(),
+        );
+        for ex in parsed.exchanges {
+            p.process(ex);
+        }
+        p.report()
+    };
+    let r = run(FilterConfig {
+        exclude_hosts: vec![Glob::new("static.*").expect("glob")],
+        ..FilterConfig::default()
+    });
+    assert_eq!(r.filtered.get("host"), Some(&133));
+    let r = run(FilterConfig {
+        methods: vec!["GET".into()],
+        include_paths: vec![Glob::new("/p/1*").expect("glob")],
+        ..FilterConfig::default()
+    });
+    assert_eq!(r.unique, 55, "GET and /p/1… of 200: {r:?}");
+    let a = run(FilterConfig {
+        sample_rate: 0.25,
+        ..FilterConfig::default()
+    });
+    let b = run(FilterConfig {
+        sample_rate: 0.25,
+        ..FilterConfig::default()
+    });
+    assert_eq!(a, b, "sampling is deterministic");
+    assert!(
+        (25..=75).contains(&a.unique),
+        "about a quarter kept: {}",
+        a.unique
+    );
+}
