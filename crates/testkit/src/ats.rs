@@ -1,0 +1,963 @@
+//! A real Apache Traffic Server 9.2 (Debian's `trafficserver` package) in a temp runroot.
+//!
+//! # Layout
+//!
+//! [`AtsInstance::start`] creates a temp dir `apm-ats-XXXXXX/` holding `runroot.yaml` and the
+//! directories it points at: `etc/` (sysconfdir: a copy of `/etc/trafficserver/.`, then the
+//! caller's files on top), `log/` (`diags.log`, `manager.log`, `traffic.out`), `run/` (the
+//! `mgmtapi.sock` that `traffic_ctl` talks to), `cache/`, `var/`. `traffic_manager
+//! --run-root=… --nosyslog` runs in its own session (`setsid`), so the instance is one process
+//! group that is stopped by PID: `SIGTERM` to the group, then `SIGKILL` if it lingers.
+//! [`Drop`] stops it too, also while a test panics, and then prints the log tails to stderr.
+//! A small watchdog process (`sh`, also in its own session) kills the group if the test
+//! process dies without running `Drop` (for example when a test runner kills it on timeout).
+//!
+//! # Config files: who owns what
+//!
+//! The caller supplies the files a policy renders to (`parent.config`, `records.config`,
+//! `ip_allow.yaml`, …: typically `apm_policy::render(..).files`) and they are written verbatim
+//! into `etc/`. The harness owns `storage.config` (`DIR/cache 64M`) and `hosts` (from
+//! [`Hosts`]), and **appends** to `records.config` a block with the records only a test host
+//! needs:
+//!
+//! - `proxy.config.admin.user_id STRING #-1`: stay root instead of switching to the
+//!   `trafficserver` user, which could not write the temp dir;
+//! - `proxy.config.dns.nameservers`: a [`DnsServer`] on loopback answering from the
+//!   [`Hosts`] table, so test names resolve from the first request and no query leaves
+//!   loopback (see [`crate::dns`] for why the hosts file alone is not enough), with
+//!   `proxy.config.dns.resolv_conf` pointing at an `etc/resolv.conf` without nameservers,
+//!   because ATS otherwise adds the system's nameservers to the list and round-robins to them;
+//! - `proxy.config.hostdb.host_file.path`: the same table as a hosts file;
+//! - `proxy.config.http.server_ports` only when the caller's `records.config` does not set it;
+//! - any extra lines given with [`AtsConfig::record`].
+//!
+//! Appending (rather than asking each test policy to carry these in its `ats_records`) keeps
+//! the files under test exactly what the renderer produced for a real host, and keeps host
+//! plumbing out of policies. So that appending can never silently change a record the caller
+//! set, [`AtsInstance::start`] refuses a `records.config` that already sets `admin.user_id` or
+//! `hostdb.host_file.path`, or whose `server_ports` is not the instance's port. The listen port
+//! itself comes from the caller ([`AtsConfig::new`]; pick one with [`crate::net::free_port`] and
+//! render the policy with it), because the policy, not the harness, says where ATS listens.
+//!
+//! # Concurrency
+//!
+//! Several instances run side by side (tests run in parallel under nextest): ATS 9.2 opens no
+//! fixed TCP port besides `server_ports` (management goes over unix sockets in the runroot;
+//! `proxy.config.process_manager.mgmt_port` does not exist in 9.2), so a free listen port per
+//! instance is all that is needed. Verified by `tests/harness.rs::two_instances_run_side_by_side`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use crate::dns::DnsServer;
+use crate::net::Hosts;
+
+/// Where the Debian package keeps its default configuration.
+const DEBIAN_SYSCONFDIR: &str = "/etc/trafficserver";
+/// Set this environment variable to keep the temp dir of every instance (its path is printed).
+pub const KEEP_ENV: &str = "APM_TESTKIT_KEEP";
+
+/// Errors of the ATS harness. Every variant that concerns a running ATS carries the tail of its
+/// logs, so a failed test shows why without digging.
+#[derive(Debug, thiserror::Error)]
+pub enum AtsError {
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The files given to the harness conflict with what it must set.
+    #[error("ATS harness config: {0}")]
+    Config(String),
+    /// ATS did not become ready in time, or exited while starting.
+    #[error("ATS not ready after {waited:?}: {reason}\n{logs}")]
+    NotReady {
+        /// How long the harness waited.
+        waited: Duration,
+        /// What was still missing.
+        reason: String,
+        /// Tails of diags.log, manager.log and traffic.out.
+        logs: String,
+    },
+    /// `traffic_ctl` failed or timed out.
+    #[error("traffic_ctl {args} failed ({status}): {stderr}{stdout}")]
+    TrafficCtl {
+        /// The arguments.
+        args: String,
+        /// Exit status, or "timeout".
+        status: String,
+        /// Its stdout.
+        stdout: String,
+        /// Its stderr.
+        stderr: String,
+    },
+    /// A reload was not confirmed in diags.log in time.
+    #[error(
+        "reload of {files:?} not confirmed after {waited:?}; diags.log since the reload:\n{new_lines}\n{logs}"
+    )]
+    ReloadNotConfirmed {
+        /// Files whose "finished loading" line was expected.
+        files: Vec<String>,
+        /// How long the harness waited.
+        waited: Duration,
+        /// diags.log lines written since the reload was requested.
+        new_lines: String,
+        /// Tails of the logs.
+        logs: String,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AtsError {
+    let what = what.into();
+    move |source| AtsError::Io { what, source }
+}
+
+/// What to start: the listen port, the config files, the hosts table, extra harness records.
+#[derive(Debug, Clone)]
+pub struct AtsConfig {
+    proxy_port: u16,
+    files: BTreeMap<String, String>,
+    hosts: Hosts,
+    records: Vec<String>,
+    startup_timeout: Duration,
+}
+
+impl AtsConfig {
+    /// A config for an ATS listening on `proxy_port` (the port the caller's `records.config`
+    /// sets in `proxy.config.http.server_ports`, or that the harness sets when it does not).
+    pub fn new(proxy_port: u16) -> Self {
+        Self {
+            proxy_port,
+            files: BTreeMap::new(),
+            hosts: Hosts::new(),
+            records: Vec::new(),
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Adds a file to write into the sysconfdir (replacing the Debian default of that name).
+    pub fn file(mut self, name: impl Into<String>, contents: impl Into<String>) -> Self {
+        self.files.insert(name.into(), contents.into());
+        self
+    }
+
+    /// Adds several files, e.g. the `files` of a rendered `apm_policy::Bundle`.
+    pub fn files<K, V>(mut self, files: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        for (k, v) in files {
+            self.files.insert(k.into(), v.into());
+        }
+        self
+    }
+
+    /// The names ATS resolves through its private hosts file.
+    pub fn hosts(mut self, hosts: Hosts) -> Self {
+        self.hosts = hosts;
+        self
+    }
+
+    /// Appends a raw `records.config` line (e.g. `CONFIG proxy.config.diags.debug.enabled INT 1`)
+    /// to the harness block. For test-host plumbing only; routing records belong in the policy.
+    pub fn record(mut self, line: impl Into<String>) -> Self {
+        self.records.push(line.into());
+        self
+    }
+
+    /// How long [`AtsInstance::start`] and [`AtsInstance::restart`] wait for readiness
+    /// (default 30 s; a healthy start takes about 3 s).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// The listen port.
+    pub fn proxy_port(&self) -> u16 {
+        self.proxy_port
+    }
+}
+
+/// The output of a successful `traffic_ctl` run.
+#[derive(Debug, Clone)]
+pub struct CtlOutput {
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr (9.2 prints "NOTE: using the environment variable TS_RUNROOT" there).
+    pub stderr: String,
+}
+
+/// A running (or stopped) ATS in its own temp runroot. Dropping it stops ATS.
+pub struct AtsInstance {
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
+    config: AtsConfig,
+    manager: Option<Child>,
+    watchdog: Option<Child>,
+    dns: DnsServer,
+    /// Length of diags.log when the current process was started.
+    diags_start: u64,
+}
+
+impl std::fmt::Debug for AtsInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtsInstance")
+            .field("root", &self.root)
+            .field("proxy_port", &self.config.proxy_port)
+            .field("pid", &self.pid())
+            .finish()
+    }
+}
+
+impl AtsInstance {
+    /// Lays out the runroot, starts ATS and waits until it serves (the proxy port answers HTTP
+    /// and `traffic_ctl server status` says `Proxy -- on`), for at most the config's
+    /// startup timeout. On failure ATS is stopped and the error carries the log tails.
+    pub fn start(config: AtsConfig) -> Result<Self, AtsError> {
+        let timeout = config.startup_timeout;
+        let mut ats = Self::spawn(config)?;
+        ats.wait_ready(timeout)?;
+        Ok(ats)
+    }
+
+    /// Lays out the runroot and starts `traffic_manager` without waiting for readiness
+    /// (for tests about start-up itself; call [`AtsInstance::wait_ready`] next, or not).
+    pub fn spawn(config: AtsConfig) -> Result<Self, AtsError> {
+        let dir = tempfile::Builder::new()
+            .prefix("apm-ats-")
+            .tempdir()
+            .map_err(io_err("create the ATS temp dir"))?;
+        let root = dir.path().to_path_buf();
+        let dns =
+            DnsServer::start(config.hosts.clone()).map_err(io_err("start the test DNS server"))?;
+        let mut ats = Self {
+            dir: Some(dir),
+            root,
+            config,
+            manager: None,
+            watchdog: None,
+            dns,
+            diags_start: 0,
+        };
+        ats.lay_out()?;
+        ats.launch()?;
+        Ok(ats)
+    }
+
+    fn lay_out(&self) -> Result<(), AtsError> {
+        for sub in ["etc", "log", "run", "cache", "var"] {
+            let p = self.root.join(sub);
+            fs::create_dir_all(&p).map_err(io_err(format!("create {}", p.display())))?;
+        }
+        copy_dir(Path::new(DEBIAN_SYSCONFDIR), &self.config_dir())?;
+        let root = self.root.display();
+        let runroot = format!(
+            "prefix: {root}\nexec_prefix: /usr\nbindir: /usr/bin\nsbindir: /usr/bin\n\
+             sysconfdir: {root}/etc\ndatadir: {root}/var\nincludedir: /usr/include\n\
+             libdir: /usr/lib/trafficserver\nlibexecdir: /usr/lib/trafficserver/modules\n\
+             localstatedir: {root}/var\nruntimedir: {root}/run\nlogdir: {root}/log\n\
+             cachedir: {root}/cache\n"
+        );
+        write_file(&self.runroot_file(), &runroot)?;
+        for (name, contents) in &self.config.files {
+            if name.contains('/') || name.starts_with('.') {
+                return Err(AtsError::Config(format!(
+                    "config file name {name:?} must be a plain file name"
+                )));
+            }
+            if name != "records.config" {
+                self.write_config_file(name, contents)?;
+            }
+        }
+        write_file(
+            &self.config_dir().join("storage.config"),
+            &format!("{root}/cache 64M\n"),
+        )?;
+        write_file(&self.hosts_file(), &self.config.hosts.to_hosts_file())?;
+        write_file(
+            &self.resolv_conf(),
+            "# apm-testkit: no system nameservers; see proxy.config.dns.nameservers\n",
+        )?;
+        let base = match self.config.files.get("records.config") {
+            Some(text) => text.clone(),
+            None => fs::read_to_string(self.config_dir().join("records.config"))
+                .map_err(io_err("read the Debian records.config"))?,
+        };
+        let records = compose_records(
+            &base,
+            self.config.proxy_port,
+            &self.hosts_file(),
+            self.dns.addr(),
+            &self.resolv_conf(),
+            &self.config.records,
+        )?;
+        self.write_config_file("records.config", &records)
+    }
+
+    fn launch(&mut self) -> Result<(), AtsError> {
+        self.diags_start = file_len(&self.diags_log_path());
+        let out_path = self.log_dir().join("traffic.out");
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&out_path)
+            .map_err(io_err(format!("open {}", out_path.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(io_err(format!("dup {}", out_path.display())))?;
+        // `setsid` (util-linux) execs in place when its caller is not a group leader, which a
+        // freshly spawned child never is: the PID we get is traffic_manager's, and it leads a
+        // new session and process group. (std has no safe setsid for a child.)
+        let manager = Command::new("setsid")
+            .arg("traffic_manager")
+            .arg(format!("--run-root={}", self.runroot_file().display()))
+            .arg("--nosyslog")
+            .current_dir(&self.root)
+            .env_remove("TS_ROOT")
+            .env_remove("TS_RUNROOT")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(io_err(
+                "start traffic_manager (is Debian's trafficserver installed? scripts/install-test-deps.sh)",
+            ))?;
+        let pgid = manager.id();
+        self.manager = Some(manager);
+        // Kills the group if this test process dies without running Drop.
+        let watchdog = Command::new("setsid")
+            .args([
+                "sh",
+                "-c",
+                "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; \
+                 kill -TERM -- -\"$2\" 2>/dev/null; sleep 2; kill -KILL -- -\"$2\" 2>/dev/null",
+                "apm-ats-watchdog",
+                &std::process::id().to_string(),
+                &pgid.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io_err("start the ATS watchdog"))?;
+        self.watchdog = Some(watchdog);
+        Ok(())
+    }
+
+    /// Waits until ATS serves: the proxy port answers an HTTP probe and `traffic_ctl server
+    /// status` reports `Proxy -- on`. Fails early when `traffic_manager` exits.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), AtsError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut missing = "the proxy port to answer HTTP".to_owned();
+        loop {
+            if let Some(child) = self.manager.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.manager = None;
+                    return Err(AtsError::NotReady {
+                        waited: started.elapsed(),
+                        reason: format!("traffic_manager exited while starting: {status}"),
+                        logs: self.log_tails(40),
+                    });
+                }
+            } else {
+                return Err(AtsError::NotReady {
+                    waited: started.elapsed(),
+                    reason: "ATS is not running".to_owned(),
+                    logs: self.log_tails(40),
+                });
+            }
+            if http_probe(self.proxy_addr()) {
+                missing = "traffic_ctl server status to say `Proxy -- on`".to_owned();
+                let on = self
+                    .traffic_ctl_with_timeout(&["server", "status"], Duration::from_secs(5))
+                    .map(|o| o.stdout.contains("Proxy -- on"))
+                    .unwrap_or(false);
+                if on {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(AtsError::NotReady {
+                    waited: started.elapsed(),
+                    reason: format!("still waiting for {missing}"),
+                    logs: self.log_tails(40),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The temp dir everything lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The `runroot.yaml` to pass as `--run-root` / `TS_RUNROOT`.
+    pub fn runroot_file(&self) -> PathBuf {
+        self.root.join("runroot.yaml")
+    }
+
+    /// The sysconfdir (where `parent.config`, `records.config`, … live).
+    pub fn config_dir(&self) -> PathBuf {
+        self.root.join("etc")
+    }
+
+    /// The log dir (`diags.log`, `manager.log`, `traffic.out`).
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("log")
+    }
+
+    /// The resolv.conf ATS reads (it lists no nameservers).
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.config_dir().join("resolv.conf")
+    }
+
+    /// The private hosts file ATS resolves names from.
+    pub fn hosts_file(&self) -> PathBuf {
+        self.config_dir().join("hosts")
+    }
+
+    /// The listen port.
+    pub fn proxy_port(&self) -> u16 {
+        self.config.proxy_port
+    }
+
+    /// Where clients connect: `127.0.0.1:PORT`.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.config.proxy_port))
+    }
+
+    /// The loopback DNS server ATS resolves names with.
+    pub fn nameserver(&self) -> SocketAddr {
+        self.dns.addr()
+    }
+
+    /// PID (= process group id) of `traffic_manager`, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.manager.as_ref().map(Child::id)
+    }
+
+    /// Atomically replaces `name` in the sysconfdir (write to a temp file, then rename), as a
+    /// deployment would. ATS notices only after [`AtsInstance::reload`] or a restart.
+    pub fn write_config_file(&self, name: &str, contents: &str) -> Result<(), AtsError> {
+        let path = self.config_dir().join(name);
+        let tmp = self.config_dir().join(format!(".{name}.tmp"));
+        write_file(&tmp, contents)?;
+        fs::rename(&tmp, &path).map_err(io_err(format!("rename into {}", path.display())))
+    }
+
+    /// Runs `traffic_ctl ARGS` against this instance (`TS_RUNROOT` set), with a 20 s timeout.
+    /// A non-zero exit is an error carrying stdout and stderr.
+    pub fn traffic_ctl(&self, args: &[&str]) -> Result<CtlOutput, AtsError> {
+        self.traffic_ctl_with_timeout(args, Duration::from_secs(20))
+    }
+
+    fn traffic_ctl_with_timeout(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<CtlOutput, AtsError> {
+        let joined = args.join(" ");
+        let child = Command::new("traffic_ctl")
+            .args(args)
+            .env("TS_RUNROOT", self.runroot_file())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io_err(format!("run traffic_ctl {joined}")))?;
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let output = match rx.recv_timeout(timeout) {
+            Ok(result) => result.map_err(io_err(format!("run traffic_ctl {joined}")))?,
+            Err(_) => {
+                let _ = kill(pid_of(pid), Signal::SIGKILL);
+                return Err(AtsError::TrafficCtl {
+                    args: joined,
+                    status: format!("timeout after {timeout:?}"),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                });
+            }
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if output.status.success() {
+            Ok(CtlOutput { stdout, stderr })
+        } else {
+            Err(AtsError::TrafficCtl {
+                args: joined,
+                status: output.status.to_string(),
+                stdout,
+                stderr,
+            })
+        }
+    }
+
+    /// `traffic_ctl config reload`. Asynchronous in ATS: it returns at once and the files are
+    /// re-read seconds later; use [`AtsInstance::reload_and_wait`] to know when.
+    pub fn reload(&self) -> Result<(), AtsError> {
+        self.traffic_ctl(&["config", "reload"]).map(|_| ())
+    }
+
+    /// Reloads and waits until diags.log says `<file> finished loading` for each of `files`
+    /// (only files that changed are re-read). Returns the diags.log lines written since the
+    /// reload was requested, so the caller can look for `ERROR` lines (ATS drops bad
+    /// `parent.config` lines and still reports success).
+    pub fn reload_and_wait(
+        &self,
+        files: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<String>, AtsError> {
+        let offset = file_len(&self.diags_log_path());
+        let started = Instant::now();
+        self.reload()?;
+        loop {
+            let lines = self.diags_lines_since(offset);
+            let confirmed = files.iter().all(|f| {
+                lines
+                    .iter()
+                    .any(|l| l.contains(&format!("{f} finished loading")))
+            });
+            if confirmed {
+                return Ok(lines);
+            }
+            if started.elapsed() >= timeout {
+                return Err(AtsError::ReloadNotConfirmed {
+                    files: files.iter().map(|f| (*f).to_owned()).collect(),
+                    waited: started.elapsed(),
+                    new_lines: lines.join("\n"),
+                    logs: self.log_tails(20),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `traffic_ctl metric get NAME`, parsed to the value (the text after the name).
+    pub fn metric(&self, name: &str) -> Result<String, AtsError> {
+        let out = self.traffic_ctl(&["metric", "get", name])?;
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+            .ok_or_else(|| AtsError::TrafficCtl {
+                args: format!("metric get {name}"),
+                status: "unexpected output".to_owned(),
+                stdout: out.stdout.clone(),
+                stderr: out.stderr.clone(),
+            })
+    }
+
+    /// Path of diags.log.
+    pub fn diags_log_path(&self) -> PathBuf {
+        self.log_dir().join("diags.log")
+    }
+
+    /// The whole diags.log (empty when it does not exist yet).
+    pub fn diags_log(&self) -> String {
+        read_lossy(&self.diags_log_path())
+    }
+
+    /// The current length of diags.log in bytes, to pass to [`AtsInstance::diags_lines_since`].
+    pub fn diags_offset(&self) -> u64 {
+        file_len(&self.diags_log_path())
+    }
+
+    /// diags.log lines written after byte `offset`.
+    pub fn diags_lines_since(&self, offset: u64) -> Vec<String> {
+        let text = read_lossy(&self.diags_log_path());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(text.len());
+        text.get(start..)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// diags.log lines written since the current ATS process was started.
+    pub fn diags_since_start(&self) -> Vec<String> {
+        self.diags_lines_since(self.diags_start)
+    }
+
+    /// The whole manager.log.
+    pub fn manager_log(&self) -> String {
+        read_lossy(&self.log_dir().join("manager.log"))
+    }
+
+    /// The whole traffic.out (stdout/stderr of traffic_manager and traffic_server, where debug
+    /// output goes; the harness creates it since 9.2's traffic_manager does not when it is not
+    /// daemonized).
+    pub fn traffic_out(&self) -> String {
+        read_lossy(&self.log_dir().join("traffic.out"))
+    }
+
+    /// The last `n` lines of diags.log, manager.log and traffic.out, labelled, for messages.
+    pub fn log_tails(&self, n: usize) -> String {
+        let mut s = String::new();
+        for name in ["diags.log", "manager.log", "traffic.out"] {
+            let text = read_lossy(&self.log_dir().join(name));
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(n)..];
+            let _ = writeln!(
+                s,
+                "--- {} (last {} lines) ---",
+                self.log_dir().join(name).display(),
+                tail.len()
+            );
+            for l in tail {
+                let _ = writeln!(s, "{l}");
+            }
+        }
+        s
+    }
+
+    /// Whether the ATS process group is running.
+    pub fn is_running(&mut self) -> bool {
+        match self.manager.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Stops ATS (keeping the runroot and its logs), then starts it again with the files now in
+    /// the sysconfdir and waits for readiness.
+    pub fn restart(&mut self) -> Result<(), AtsError> {
+        self.stop()?;
+        self.launch()?;
+        self.wait_ready(self.config.startup_timeout)
+    }
+
+    /// Stops ATS: `SIGTERM` to its process group, `SIGKILL` after 5 s, and waits until no
+    /// process of the group is left. The runroot and logs stay until the instance is dropped.
+    pub fn stop(&mut self) -> Result<(), AtsError> {
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = killpg(pid_of(watchdog.id()), Signal::SIGKILL);
+            let _ = watchdog.wait();
+        }
+        let Some(mut manager) = self.manager.take() else {
+            return Ok(());
+        };
+        let pgid = manager.id();
+        let _ = killpg(pid_of(pgid), Signal::SIGTERM);
+        if !wait_group_gone(&mut manager, pgid, Duration::from_secs(5)) {
+            let _ = killpg(pid_of(pgid), Signal::SIGKILL);
+            let _ = manager.kill();
+            if !wait_group_gone(&mut manager, pgid, Duration::from_secs(5)) {
+                return Err(AtsError::Io {
+                    what: format!("stop ATS process group {pgid}"),
+                    source: std::io::Error::other("processes left after SIGKILL"),
+                });
+            }
+        }
+        let _ = manager.wait();
+        Ok(())
+    }
+}
+
+impl Drop for AtsInstance {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        if let Err(e) = self.stop() {
+            eprintln!("apm-testkit: {e}");
+        }
+        if panicking {
+            eprintln!(
+                "apm-testkit: ATS in {} at the time of the failure:\n{}",
+                self.root.display(),
+                self.log_tails(40)
+            );
+        }
+        if std::env::var_os(KEEP_ENV).is_some()
+            && let Some(dir) = self.dir.take()
+        {
+            let kept = dir.keep();
+            eprintln!("apm-testkit: kept ATS runroot {}", kept.display());
+        }
+    }
+}
+
+/// Builds the final records.config: the caller's text, then the harness block.
+fn compose_records(
+    base: &str,
+    port: u16,
+    hosts_file: &Path,
+    nameserver: SocketAddr,
+    resolv_conf: &Path,
+    extra: &[String],
+) -> Result<String, AtsError> {
+    for owned in [
+        "proxy.config.admin.user_id",
+        "proxy.config.hostdb.host_file.path",
+        "proxy.config.dns.nameservers",
+        "proxy.config.dns.resolv_conf",
+    ] {
+        if let Some(v) = record_value(base, owned) {
+            return Err(AtsError::Config(format!(
+                "records.config sets {owned} = {v:?}; the harness owns that record"
+            )));
+        }
+    }
+    let mut out = base.to_owned();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str("\n# --- apm-testkit: records for the test host (not part of the policy) ---\n");
+    out.push_str("CONFIG proxy.config.admin.user_id STRING #-1\n");
+    let _ = writeln!(
+        out,
+        "CONFIG proxy.config.hostdb.host_file.path STRING {}",
+        hosts_file.display()
+    );
+    let _ = writeln!(
+        out,
+        "CONFIG proxy.config.dns.nameservers STRING {nameserver}"
+    );
+    let _ = writeln!(
+        out,
+        "CONFIG proxy.config.dns.resolv_conf STRING {}",
+        resolv_conf.display()
+    );
+    match record_value(base, "proxy.config.http.server_ports") {
+        None => {
+            let _ = writeln!(out, "CONFIG proxy.config.http.server_ports STRING {port}");
+        }
+        Some(v) => {
+            let first = v.split_whitespace().next().unwrap_or_default();
+            let first_port = first.split(':').next().unwrap_or_default();
+            if first_port != port.to_string() {
+                return Err(AtsError::Config(format!(
+                    "records.config sets proxy.config.http.server_ports = {v:?} but the \
+                     instance was configured for port {port}: render the policy with \
+                     listen_port = {port}"
+                )));
+            }
+        }
+    }
+    for line in extra {
+        out.push_str(line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The value of the last `CONFIG|LOCAL name TYPE value` line for `name`, if any.
+pub fn record_value(records_config: &str, name: &str) -> Option<String> {
+    records_config.lines().rev().find_map(|l| {
+        let mut parts = l.trim().splitn(4, char::is_whitespace);
+        let scope = parts.next()?;
+        let n = parts.next()?;
+        let _ty = parts.next()?;
+        let value = parts.next().unwrap_or_default();
+        (matches!(scope, "CONFIG" | "LOCAL") && n == name).then(|| value.trim().to_owned())
+    })
+}
+
+fn pid_of(id: u32) -> Pid {
+    Pid::from_raw(i32::try_from(id).unwrap_or(i32::MAX))
+}
+
+/// True once no live (non-zombie) process of group `pgid` is left. Reaps `leader` on the way.
+fn wait_group_gone(leader: &mut Child, pgid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let _ = leader.try_wait();
+        if !group_has_live_members(pgid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Scans /proc for processes whose process group is `pgid` and that are not zombies.
+fn group_has_live_members(pgid: u32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may contain spaces, so split after the `)`.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("Z");
+        let _ppid = fields.next();
+        let pgrp = fields.next().and_then(|p| p.parse::<u32>().ok());
+        pgrp == Some(pgid) && state != "Z" && state != "X"
+    })
+}
+
+/// Sends a minimal request and reports whether an HTTP server (not just a listening socket:
+/// traffic_manager binds the port before traffic_server runs) answered or closed the
+/// connection.
+fn http_probe(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = s.set_write_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 5];
+    match s.read(&mut buf) {
+        // An ip_allow that denies the prober closes the connection: still a serving ATS.
+        Ok(0) => true,
+        Ok(n) => buf[..n].starts_with(&b"HTTP/"[..n]),
+        Err(_) => false,
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), AtsError> {
+    fs::create_dir_all(to).map_err(io_err(format!("create {}", to.display())))?;
+    let entries = fs::read_dir(from).map_err(io_err(format!(
+        "read {} (is Debian's trafficserver installed?)",
+        from.display()
+    )))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err(format!("read {}", from.display())))?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        // Follow symlinks: the package links some defaults into /usr/share.
+        if src.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            fs::copy(&src, &dst).map_err(io_err(format!(
+                "copy {} to {}",
+                src.display(),
+                dst.display()
+            )))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<(), AtsError> {
+    let mut f = fs::File::create(path).map_err(io_err(format!("create {}", path.display())))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(format!("write {}", path.display())))
+}
+
+fn read_lossy(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DNS: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5353);
+
+    #[test]
+    fn record_value_reads_the_last_config_line() {
+        let text = "# c\nCONFIG proxy.config.a INT 1\nLOCAL proxy.config.b STRING x y\n\
+                    CONFIG proxy.config.a INT 2\n";
+        assert_eq!(record_value(text, "proxy.config.a").as_deref(), Some("2"));
+        assert_eq!(record_value(text, "proxy.config.b").as_deref(), Some("x y"));
+        assert_eq!(record_value(text, "proxy.config.c"), None);
+    }
+
+    #[test]
+    fn compose_appends_harness_records_and_the_port_when_missing() {
+        let out = compose_records(
+            "CONFIG proxy.config.url_remap.remap_required INT 0",
+            18000,
+            Path::new("/t/etc/hosts"),
+            DNS,
+            Path::new("/r"),
+            &["CONFIG proxy.config.diags.debug.enabled INT 1".to_owned()],
+        )
+        .expect("compose");
+        assert_eq!(
+            record_value(&out, "proxy.config.http.server_ports").as_deref(),
+            Some("18000")
+        );
+        assert_eq!(
+            record_value(&out, "proxy.config.admin.user_id").as_deref(),
+            Some("#-1")
+        );
+        assert_eq!(
+            record_value(&out, "proxy.config.hostdb.host_file.path").as_deref(),
+            Some("/t/etc/hosts")
+        );
+        assert_eq!(
+            record_value(&out, "proxy.config.dns.nameservers").as_deref(),
+            Some("127.0.0.1:5353")
+        );
+        assert_eq!(
+            record_value(&out, "proxy.config.diags.debug.enabled").as_deref(),
+            Some("1")
+        );
+        assert!(out.starts_with("CONFIG proxy.config.url_remap.remap_required INT 0\n"));
+    }
+
+    #[test]
+    fn compose_keeps_a_matching_port_and_refuses_a_different_one() {
+        let ok = compose_records(
+            "CONFIG proxy.config.http.server_ports STRING 18000 18000:ipv6\n",
+            18000,
+            Path::new("/h"),
+            DNS,
+            Path::new("/r"),
+            &[],
+        )
+        .expect("same port");
+        assert_eq!(ok.matches("server_ports").count(), 1);
+        let err = compose_records(
+            "CONFIG proxy.config.http.server_ports STRING 8153\n",
+            18000,
+            Path::new("/h"),
+            DNS,
+            Path::new("/r"),
+            &[],
+        )
+        .expect_err("different port");
+        assert!(err.to_string().contains("listen_port = 18000"), "{err}");
+    }
+
+    #[test]
+    fn compose_refuses_records_the_harness_owns() {
+        let err = compose_records(
+            "CONFIG proxy.config.admin.user_id STRING nobody\n",
+            1,
+            Path::new("/h"),
+            DNS,
+            Path::new("/r"),
+            &[],
+        )
+        .expect_err("owned");
+        assert!(err.to_string().contains("admin.user_id"), "{err}");
+    }
+}
