@@ -99,8 +99,11 @@ fn two_instances_run_side_by_side() {
     let origin = Origin::start("o7", loopback(7)).expect("origin");
     let direct = "dest_domain=. go_direct=true\n";
     let (p1, p2) = (free_port().expect("port"), free_port().expect("port"));
-    let a = AtsInstance::start(config(p1, direct)).expect("first ATS");
-    let b = AtsInstance::start(config(p2, direct)).expect("second ATS");
+    // Both start at the same time: nothing but the listen port may be shared between them.
+    let mut a = AtsInstance::spawn(config(p1, direct)).expect("first ATS");
+    let mut b = AtsInstance::spawn(config(p2, direct)).expect("second ATS");
+    a.wait_ready(Duration::from_secs(30)).expect("first ready");
+    b.wait_ready(Duration::from_secs(30)).expect("second ready");
     for ats in [&a, &b] {
         let r = ProxyClient::new(ats.proxy_addr())
             .get(&origin.url("/side-by-side"))
@@ -166,7 +169,7 @@ fn startup_failure_is_reported_with_the_logs() {
     let err = AtsInstance::start(
         config(port, "dest_domain=. go_direct=true\n")
             .record("CONFIG proxy.config.http.server_ports STRING not-a-port")
-            .startup_timeout(Duration::from_secs(8)),
+            .startup_timeout(Duration::from_secs(4)),
     )
     .expect_err("ATS cannot serve with no valid port");
     assert!(started.elapsed() < Duration::from_secs(20));
