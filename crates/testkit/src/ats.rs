@@ -39,11 +39,18 @@
 //!
 //! Appending (rather than asking each test policy to carry these in its `ats_records`) keeps
 //! the files under test exactly what the renderer produced for a real host, and keeps host
-//! plumbing out of policies. So that appending can never silently change a record the caller
-//! set, [`AtsInstance::start`] refuses a `records.config` that already sets `admin.user_id` or
-//! `hostdb.host_file.path`, or whose `server_ports` is not the instance's port. The listen port
-//! itself comes from the caller ([`AtsConfig::new`]; pick one with [`crate::net::free_port`] and
-//! render the policy with it), because the policy, not the harness, says where ATS listens.
+//! plumbing out of policies. Appending never silently changes a record the caller set: a
+//! caller's `records.config` that sets a harness record to another value, or whose
+//! `server_ports` is not the instance's port, is refused ([`AtsError::Config`]); one that
+//! already carries the same value is accepted without a duplicate. The listen port comes from
+//! the caller ([`AtsConfig::new`]; pick one with [`crate::net::free_port`] and render the
+//! policy with it), because the policy, not the harness, says where ATS listens. With no
+//! caller `records.config`, Debian's is used with its `admin.user_id` and `server_ports`
+//! lines commented out.
+//!
+//! Code under test that rewrites `records.config` itself (the agent deploying a bundle) drops
+//! the harness block; such tests put [`AtsInstance::harness_records`] into what they deploy
+//! (for example the test policy's `ats_records`).
 //!
 //! # Concurrency
 //!
@@ -317,18 +324,21 @@ impl AtsInstance {
             &self.resolv_conf(),
             "# apm-testkit: no system nameservers; see proxy.config.dns.nameservers\n",
         )?;
+        let harness = self.harness_records();
         let base = match self.config.files.get("records.config") {
             Some(text) => text.clone(),
-            None => fs::read_to_string(self.config_dir().join("records.config"))
-                .map_err(io_err("read the Debian records.config"))?,
+            None => {
+                let debian = fs::read_to_string(self.config_dir().join("records.config"))
+                    .map_err(io_err("read the Debian records.config"))?;
+                let mut names: Vec<&str> = harness.iter().map(|r| r.name.as_str()).collect();
+                names.push("proxy.config.http.server_ports");
+                neutralize_debian_records(&debian, &names)
+            }
         };
         let records = compose_records(
             &base,
             self.config.proxy_port,
-            &self.hosts_file(),
-            self.dns.addr(),
-            &self.resolv_conf(),
-            self.config.fast_sync,
+            &harness,
             &self.config.records,
         )?;
         self.write_config_file("records.config", &records)
@@ -478,6 +488,21 @@ impl AtsInstance {
     /// Where clients connect: `127.0.0.1:PORT`.
     pub fn proxy_addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.config.proxy_port))
+    }
+
+    /// The records the harness adds to records.config for this instance (admin user, hosts
+    /// file, DNS server, resolv.conf, and the fast-sync intervals unless `stock_timing`).
+    ///
+    /// Code under test that rewrites records.config itself (the agent applying a bundle)
+    /// drops the harness block; such a test must carry these records into what it deploys,
+    /// e.g. in the test policy's `ats_records`, or names stop resolving after a restart.
+    pub fn harness_records(&self) -> Vec<HarnessRecord> {
+        harness_records(
+            &self.hosts_file(),
+            self.dns.addr(),
+            &self.resolv_conf(),
+            self.config.fast_sync,
+        )
     }
 
     /// The loopback DNS server ATS resolves names with.
@@ -734,48 +759,121 @@ impl Drop for AtsInstance {
     }
 }
 
-/// Builds the final records.config: the caller's text, then the harness block.
-fn compose_records(
-    base: &str,
-    port: u16,
+/// One `records.config` record the harness sets (`CONFIG name kind value`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HarnessRecord {
+    /// Record name, e.g. `proxy.config.dns.nameservers`.
+    pub name: String,
+    /// `INT` or `STRING`.
+    pub kind: &'static str,
+    /// The value as written in records.config.
+    pub value: String,
+}
+
+impl std::fmt::Display for HarnessRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CONFIG {} {} {}", self.name, self.kind, self.value)
+    }
+}
+
+impl HarnessRecord {
+    fn new(name: &str, kind: &'static str, value: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            value: value.into(),
+        }
+    }
+}
+
+/// What the harness adds to records.config, in order: the records it needs, then (when
+/// `fast_sync`) [`FAST_SYNC_RECORDS`].
+fn harness_records(
     hosts_file: &Path,
     nameserver: SocketAddr,
     resolv_conf: &Path,
     fast_sync: bool,
-    extra: &[String],
-) -> Result<String, AtsError> {
-    for owned in [
-        "proxy.config.admin.user_id",
-        "proxy.config.hostdb.host_file.path",
-        "proxy.config.dns.nameservers",
-        "proxy.config.dns.resolv_conf",
-    ] {
-        if let Some(v) = record_value(base, owned) {
-            return Err(AtsError::Config(format!(
-                "records.config sets {owned} = {v:?}; the harness owns that record"
-            )));
+) -> Vec<HarnessRecord> {
+    let mut records = vec![
+        HarnessRecord::new("proxy.config.admin.user_id", "STRING", "#-1"),
+        HarnessRecord::new(
+            "proxy.config.hostdb.host_file.path",
+            "STRING",
+            hosts_file.display().to_string(),
+        ),
+        HarnessRecord::new(
+            "proxy.config.dns.nameservers",
+            "STRING",
+            nameserver.to_string(),
+        ),
+        HarnessRecord::new(
+            "proxy.config.dns.resolv_conf",
+            "STRING",
+            resolv_conf.display().to_string(),
+        ),
+    ];
+    if fast_sync {
+        for (name, typed) in FAST_SYNC_RECORDS {
+            let (kind, value) = typed.split_once(' ').unwrap_or(("INT", typed));
+            let kind = if kind == "STRING" { "STRING" } else { "INT" };
+            records.push(HarnessRecord::new(name, kind, value));
         }
     }
+    records
+}
+
+/// Comments out, in Debian's own records.config, the lines for records the harness sets
+/// (Debian sets `admin.user_id trafficserver` and `server_ports 8080`), so that a start with
+/// no caller records.config gets Debian's defaults plus the harness's records.
+fn neutralize_debian_records(debian: &str, names: &[&str]) -> String {
+    debian
+        .lines()
+        .map(|line| {
+            let mut parts = line.split_whitespace();
+            let is_owned = matches!(parts.next(), Some("CONFIG" | "LOCAL"))
+                && parts.next().is_some_and(|n| names.contains(&n));
+            if is_owned {
+                format!("# apm-testkit: replaced below: {line}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect()
+}
+
+/// Builds the final records.config: the caller's text, then the harness block.
+///
+/// A harness record the caller's text already sets to the same value is not repeated (so a
+/// file that carries them, e.g. through a policy's `ats_records`, is accepted); a different
+/// value is an error, as is a `server_ports` that is not `port`.
+fn compose_records(
+    base: &str,
+    port: u16,
+    records: &[HarnessRecord],
+    extra: &[String],
+) -> Result<String, AtsError> {
+    let fast: Vec<&str> = FAST_SYNC_RECORDS.iter().map(|(n, _)| *n).collect();
     let mut out = base.to_owned();
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
     }
     out.push_str("\n# --- apm-testkit: records for the test host (not part of the policy) ---\n");
-    out.push_str("CONFIG proxy.config.admin.user_id STRING #-1\n");
-    let _ = writeln!(
-        out,
-        "CONFIG proxy.config.hostdb.host_file.path STRING {}",
-        hosts_file.display()
-    );
-    let _ = writeln!(
-        out,
-        "CONFIG proxy.config.dns.nameservers STRING {nameserver}"
-    );
-    let _ = writeln!(
-        out,
-        "CONFIG proxy.config.dns.resolv_conf STRING {}",
-        resolv_conf.display()
-    );
+    for record in records {
+        match record_value(base, &record.name) {
+            None => {
+                let _ = writeln!(out, "{record}");
+            }
+            Some(v) if v == record.value => {}
+            // The caller may tune ATS's sync intervals itself.
+            Some(_) if fast.contains(&record.name.as_str()) => {}
+            Some(v) => {
+                return Err(AtsError::Config(format!(
+                    "records.config sets {} = {v:?}; the harness needs {:?} there",
+                    record.name, record.value
+                )));
+            }
+        }
+    }
     match record_value(base, "proxy.config.http.server_ports") {
         None => {
             let _ = writeln!(out, "CONFIG proxy.config.http.server_ports STRING {port}");
@@ -789,13 +887,6 @@ fn compose_records(
                      instance was configured for port {port}: render the policy with \
                      listen_port = {port}"
                 )));
-            }
-        }
-    }
-    if fast_sync {
-        for (name, value) in FAST_SYNC_RECORDS {
-            if record_value(base, name).is_none() {
-                let _ = writeln!(out, "CONFIG {name} {value}");
             }
         }
     }
@@ -926,6 +1017,15 @@ mod tests {
 
     const DNS: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5353);
 
+    fn harness(fast: bool) -> Vec<HarnessRecord> {
+        harness_records(
+            Path::new("/t/etc/hosts"),
+            DNS,
+            Path::new("/t/etc/resolv.conf"),
+            fast,
+        )
+    }
+
     #[test]
     fn record_value_reads_the_last_config_line() {
         let text = "# c\nCONFIG proxy.config.a INT 1\nLOCAL proxy.config.b STRING x y\n\
@@ -940,37 +1040,45 @@ mod tests {
         let out = compose_records(
             "CONFIG proxy.config.url_remap.remap_required INT 0",
             18000,
-            Path::new("/t/etc/hosts"),
-            DNS,
-            Path::new("/r"),
-            true,
+            &harness(true),
             &["CONFIG proxy.config.diags.debug.enabled INT 1".to_owned()],
         )
         .expect("compose");
+        let value = |name| record_value(&out, name);
         assert_eq!(
-            record_value(&out, "proxy.config.http.server_ports").as_deref(),
+            value("proxy.config.http.server_ports").as_deref(),
             Some("18000")
         );
+        assert_eq!(value("proxy.config.admin.user_id").as_deref(), Some("#-1"));
         assert_eq!(
-            record_value(&out, "proxy.config.admin.user_id").as_deref(),
-            Some("#-1")
-        );
-        assert_eq!(
-            record_value(&out, "proxy.config.hostdb.host_file.path").as_deref(),
+            value("proxy.config.hostdb.host_file.path").as_deref(),
             Some("/t/etc/hosts")
         );
         assert_eq!(
-            record_value(&out, "proxy.config.dns.nameservers").as_deref(),
+            value("proxy.config.dns.nameservers").as_deref(),
             Some("127.0.0.1:5353")
         );
         assert_eq!(
-            record_value(&out, "proxy.config.diags.debug.enabled").as_deref(),
+            value("proxy.config.dns.resolv_conf").as_deref(),
+            Some("/t/etc/resolv.conf")
+        );
+        assert_eq!(
+            value("proxy.config.config_update_interval_ms").as_deref(),
+            Some("500")
+        );
+        assert_eq!(
+            value("proxy.config.diags.debug.enabled").as_deref(),
             Some("1")
         );
         assert!(out.starts_with("CONFIG proxy.config.url_remap.remap_required INT 0\n"));
+    }
+
+    #[test]
+    fn stock_timing_adds_no_sync_records() {
+        let out = compose_records("", 1, &harness(false), &[]).expect("compose");
         assert_eq!(
-            record_value(&out, "proxy.config.config_update_interval_ms").as_deref(),
-            Some("500")
+            record_value(&out, "proxy.config.config_update_interval_ms"),
+            None
         );
     }
 
@@ -979,10 +1087,7 @@ mod tests {
         let ok = compose_records(
             "CONFIG proxy.config.http.server_ports STRING 18000 18000:ipv6\n",
             18000,
-            Path::new("/h"),
-            DNS,
-            Path::new("/r"),
-            true,
+            &harness(true),
             &[],
         )
         .expect("same port");
@@ -990,10 +1095,7 @@ mod tests {
         let err = compose_records(
             "CONFIG proxy.config.http.server_ports STRING 8153\n",
             18000,
-            Path::new("/h"),
-            DNS,
-            Path::new("/r"),
-            true,
+            &harness(true),
             &[],
         )
         .expect_err("different port");
@@ -1001,17 +1103,38 @@ mod tests {
     }
 
     #[test]
-    fn compose_refuses_records_the_harness_owns() {
+    fn compose_accepts_harness_records_already_present_and_refuses_other_values() {
+        let carried: String = harness(true).iter().map(|r| format!("{r}\n")).collect();
+        let out = compose_records(&carried, 1, &harness(true), &[]).expect("carried");
+        assert_eq!(out.matches("proxy.config.dns.nameservers").count(), 1);
         let err = compose_records(
             "CONFIG proxy.config.admin.user_id STRING nobody\n",
             1,
-            Path::new("/h"),
-            DNS,
-            Path::new("/r"),
-            true,
+            &harness(true),
             &[],
         )
         .expect_err("owned");
         assert!(err.to_string().contains("admin.user_id"), "{err}");
+    }
+
+    #[test]
+    fn debian_lines_for_harness_records_are_commented_out() {
+        let debian = "CONFIG proxy.config.admin.user_id STRING trafficserver\n\
+                      CONFIG proxy.config.http.server_ports STRING 8080 8080:ipv6\n\
+                      CONFIG proxy.config.exec_thread.limit INT 2\n";
+        let base = neutralize_debian_records(
+            debian,
+            &[
+                "proxy.config.admin.user_id",
+                "proxy.config.http.server_ports",
+            ],
+        );
+        assert_eq!(record_value(&base, "proxy.config.admin.user_id"), None);
+        assert_eq!(record_value(&base, "proxy.config.http.server_ports"), None);
+        assert_eq!(
+            record_value(&base, "proxy.config.exec_thread.limit").as_deref(),
+            Some("2")
+        );
+        compose_records(&base, 18000, &harness(true), &[]).expect("composes");
     }
 }

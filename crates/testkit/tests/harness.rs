@@ -181,3 +181,24 @@ fn startup_failure_is_reported_with_the_logs() {
         other => panic!("expected NotReady, got {other}"),
     }
 }
+
+#[test]
+fn starts_with_debian_defaults_when_given_no_files() {
+    let port = free_port().expect("port");
+    let ats = AtsInstance::start(AtsConfig::new(port)).expect("ATS with Debian's files");
+    let records = std::fs::read_to_string(ats.config_dir().join("records.config")).expect("read");
+    assert!(records.contains("# apm-testkit: replaced below: CONFIG proxy.config.admin.user_id"));
+    let ports = ats
+        .traffic_ctl(&["config", "get", "proxy.config.http.server_ports"])
+        .expect("config get");
+    assert_eq!(
+        ports.stdout.trim(),
+        format!("proxy.config.http.server_ports: {port}")
+    );
+    // The harness records are also available to code that rewrites records.config itself.
+    let names: Vec<String> = ats.harness_records().into_iter().map(|r| r.name).collect();
+    assert!(
+        names.contains(&"proxy.config.dns.nameservers".to_owned()),
+        "{names:?}"
+    );
+}

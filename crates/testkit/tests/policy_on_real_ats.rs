@@ -20,8 +20,8 @@ use apm_testkit::net::{Hosts, free_port, loopback};
 use apm_testkit::origin::Origin;
 use apm_testkit::parent::ParentProxy;
 
-/// Failover timing of the test policy: one failure marks a parent down, retried after 3 s.
-const RETRY_TIME_S: u64 = 3;
+/// Failover timing of the test policy: one failure marks a parent down, retried after 4 s.
+const RETRY_TIME_S: u64 = 4;
 
 struct World {
     hosts: Hosts,
