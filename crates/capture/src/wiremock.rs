@@ -73,10 +73,20 @@ pub fn mapping(
     let id = key.stub_id(state_index);
     let mut request = Map::new();
     request.insert("method".into(), json!(ex.method()));
-    if ex.query().is_empty() {
+    let path_has_marker = has_marker(ex.path());
+    if path_has_marker {
+        // A sanitized segment matches any segment: the stub stands for every request that
+        // sanitizes to it (which is exactly what dedupe grouped together).
+        request.insert(
+            "urlPathPattern".into(),
+            json!(marker_regex(ex.path(), "[^/]+")),
+        );
+    } else if ex.query().is_empty() {
         request.insert("url".into(), json!(ex.path()));
     } else {
         request.insert("urlPath".into(), json!(ex.path()));
+    }
+    if !ex.query().is_empty() {
         let mut params: Map<String, Value> = Map::new();
         let mut names: Vec<&str> = Vec::new();
         for (k, _) in ex.query() {
@@ -92,9 +102,9 @@ pub fn mapping(
                 .map(|(_, v)| v.as_str())
                 .collect();
             let matcher = if values.len() == 1 {
-                json!({ "equalTo": values[0] })
+                value_matcher(values[0])
             } else {
-                json!({ "hasExactly": values.iter().map(|v| json!({"equalTo": v})).collect::<Vec<_>>() })
+                json!({ "hasExactly": values.iter().map(|v| value_matcher(v)).collect::<Vec<_>>() })
             };
             params.insert(name.to_string(), matcher);
         }
@@ -180,6 +190,58 @@ pub fn mapping(
     }
 }
 
+/// Replacement markers start with this; values holding one are matched by pattern.
+const MARKER: &str = "SANITIZED_";
+
+fn has_marker(s: &str) -> bool {
+    s.contains(MARKER)
+}
+
+/// A regex for a sanitized value: literal parts escaped, each marker matching `any`.
+/// (Java's regex accepts the escapes `regex::escape` produces.)
+pub fn marker_regex(s: &str, any: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(MARKER) {
+        out.push_str(&regex::escape(&rest[..i]));
+        out.push_str(any);
+        let tail = &rest[i + MARKER.len()..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(&regex::escape(rest));
+    out
+}
+
+fn value_matcher(v: &str) -> Value {
+    if has_marker(v) {
+        json!({ "matches": marker_regex(v, ".+?") })
+    } else {
+        json!({ "equalTo": v })
+    }
+}
+
+/// Replaces sanitized JSON values with JsonUnit placeholders (`equalToJson` with
+/// `enablePlaceholders`), so a request that sanitizes to this body matches it. Returns
+/// whether any placeholder was used.
+fn placeholders(v: &mut Value) -> bool {
+    match v {
+        Value::String(s) if has_marker(s) => {
+            *v = if s.starts_with(MARKER) && marker_regex(s, "").is_empty() {
+                json!("${json-unit.ignore}")
+            } else {
+                json!(format!("${{json-unit.regex}}{}", marker_regex(s, ".+?")))
+            };
+            true
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |acc, i| placeholders(i) | acc),
+        Value::Object(m) => m.values_mut().fold(false, |acc, i| placeholders(i) | acc),
+        _ => false,
+    }
+}
+
 /// The request body matcher, or `None` for empty or truncated bodies (a partial body must
 /// never become an exact matcher: the real request would not equal it).
 fn body_pattern(body: &SanitizedBody) -> Option<Value> {
@@ -188,11 +250,24 @@ fn body_pattern(body: &SanitizedBody) -> Option<Value> {
     }
     Some(match &body.content {
         BodyContent::Empty => return None,
-        BodyContent::Json(v) => json!({
-            "equalToJson": v,
-            "ignoreArrayOrder": true,
-            "ignoreExtraElements": true,
-        }),
+        BodyContent::Json(v) => {
+            let mut expected = v.clone();
+            if placeholders(&mut expected) {
+                json!({
+                    "equalToJson": expected,
+                    "ignoreArrayOrder": true,
+                    "ignoreExtraElements": true,
+                    "enablePlaceholders": true,
+                })
+            } else {
+                json!({
+                    "equalToJson": expected,
+                    "ignoreArrayOrder": true,
+                    "ignoreExtraElements": true,
+                })
+            }
+        }
+        BodyContent::Text(t) if has_marker(t) => json!({ "matches": marker_regex(t, ".+?") }),
         BodyContent::Text(t) => json!({ "equalTo": t }),
         BodyContent::Binary(b) => json!({
             "binaryEqualTo": base64::engine::general_purpose::STANDARD.encode(b)
@@ -257,6 +332,19 @@ pub fn file_name(method: &str, path: &str, id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marker_regexes() {
+        assert_eq!(marker_regex("/u/SANITIZED_EMAIL/o", "[^/]+"), "/u/[^/]+/o");
+        assert_eq!(marker_regex("a.b SANITIZED_CARD_X!", ".+?"), r"a\.b .+?!");
+        assert_eq!(marker_regex("plain", ".+?"), "plain");
+        let mut v = json!({"a": "SANITIZED_EMAIL", "b": ["x SANITIZED_PHONE"], "c": 1});
+        assert!(placeholders(&mut v));
+        assert_eq!(
+            v,
+            json!({"a": "${json-unit.ignore}", "b": ["${json-unit.regex}x .+?"], "c": 1})
+        );
+    }
 
     #[test]
     fn file_names_are_safe() {

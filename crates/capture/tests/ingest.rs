@@ -207,9 +207,10 @@ fn har_export() {
         orders.mapping["request"]["queryParameters"]["status"],
         serde_json::json!({"hasExactly": [{"equalTo": "open"}, {"equalTo": "paid"}]})
     );
+    // A sanitized value matches by pattern, so replays with real values still hit the stub.
     assert_eq!(
-        orders.mapping["request"]["queryParameters"]["customer"]["equalTo"],
-        "SANITIZED_DOCUMENT"
+        orders.mapping["request"]["queryParameters"]["customer"],
+        serde_json::json!({"matches": ".+?"})
     );
     let login = maps
         .iter()

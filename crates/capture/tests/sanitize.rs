@@ -379,9 +379,7 @@ replacement = "SANITIZED_CUSTOM_TOKEN"
         .expect("bad regex rejected")
         .to_string();
     assert!(err.contains("pattern 'x'"), "{err}");
-    let unknown = SanitizerConfig::from_toml("patterns = []\n")
-        .err()
-        .expect("unknown key rejected");
+    let unknown = SanitizerConfig::from_toml("patterns = []\n").expect_err("unknown key rejected");
     assert!(unknown.to_string().contains("patterns"), "{unknown}");
     let empty =
         SanitizerConfig::from_toml("[[pattern]]\nname = \"e\"\npattern = \"a*\"\n").expect("toml");

@@ -246,12 +246,13 @@ impl TextRules {
             // A dash/space-grouped number glued to letters, dashes or a decimal point is part
             // of a larger token (a UUID's groups, a version string), not a card written out.
             // A full stop ending a sentence is fine.
-            let grouped_ok = !alnum(before)
-                && before != Some(&b'-')
-                && !(before == Some(&b'.') && digit(at(m.start().checked_sub(2))))
-                && !alnum(after)
-                && after != Some(&b'-')
-                && !(after == Some(&b'.') && alnum(t.get(m.end() + 1)));
+            let glued_before = alnum(before)
+                || before == Some(&b'-')
+                || (before == Some(&b'.') && digit(at(m.start().checked_sub(2))));
+            let glued_after = alnum(after)
+                || after == Some(&b'-')
+                || (after == Some(&b'.') && alnum(t.get(m.end() + 1)));
+            let grouped_ok = !glued_before && !glued_after;
             analyse_run(m.as_bytes(), m.start(), grouped_ok, &mut repls, s);
         }
         splice(t, repls)
