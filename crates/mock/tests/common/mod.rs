@@ -18,6 +18,8 @@ use hyper::StatusCode;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub mod wiremock;
+
 /// A running server; dropping it stops it.
 pub struct Running {
     pub addr: SocketAddr,
