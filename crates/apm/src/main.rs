@@ -19,12 +19,15 @@ enum Command {
     /// Offline policy tools: template, validate, render, explain, PAC, NO_PROXY.
     #[command(subcommand)]
     Policy(cmd::policy::PolicyCommand),
+    /// The control plane: HTTP API, agent sync (SQLite by default, PostgreSQL with --database-url).
+    Server(cmd::server::ServerArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy(command) => cmd::policy::run(command),
+        Command::Server(args) => cmd::server::run(args),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,7 @@
 //! - [`client`]: a raw blocking client that sends requests through a proxy.
 //! - [`dns`]: a loopback DNS server answering from the test hosts table.
 //! - [`net`]: free ports, loopback addresses, the private hosts table.
+//! - [`postgres`]: a real PostgreSQL 15 cluster in a temp dir on a free loopback port.
 //!
 //! Everything here is synchronous; servers run on a runtime owned by this crate, so the API is
 //! usable from plain `#[test]` functions and from any tokio runtime alike.
@@ -19,4 +20,5 @@ pub mod dns;
 pub mod net;
 pub mod origin;
 pub mod parent;
+pub mod postgres;
 mod serve;

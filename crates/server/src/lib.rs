@@ -1,0 +1,354 @@
+//! The ATS Proxy Manager control plane (`apm server`): HTTP API with sessions and RBAC, configs
+//! with versions and approval, audit trail, proxies and the agent sync protocol, metrics.
+//!
+//! Entry points: [`serve`] (the binary: logging, signals) and [`spawn`] (tests: an in-process
+//! server on a chosen address). [`app`] builds the router from an [`AppState`].
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod bundle;
+pub mod error;
+pub mod settings;
+pub mod state;
+pub mod sync;
+pub mod system;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use apm_store::Db;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Request, header};
+use axum::response::IntoResponse;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use settings::{ApprovalMode, LogFormat, ServerArgs, Settings};
+pub use state::AppState;
+
+/// Builds the full router (API, OpenAPI document, health, metrics) with its layers.
+pub fn app(state: AppState) -> Router {
+    let (api, openapi) = api::router().split_for_parts();
+    let openapi_json = Arc::new(openapi.to_pretty_json().unwrap_or_else(|_| "{}".into()));
+    let max_body = state.settings.max_body_bytes;
+    api.route(
+        "/api/openapi.json",
+        axum::routing::get(move || {
+            let body = openapi_json.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                    body.as_str().to_owned(),
+                )
+                    .into_response()
+            }
+        }),
+    )
+    .fallback(error::fallback)
+    .method_not_allowed_fallback(error::method_fallback)
+    .layer(axum::middleware::from_fn(system::track))
+    .layer(DefaultBodyLimit::max(max_body))
+    .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+        error::ApiError::internal("handler panicked").into_response()
+    }))
+    .layer(PropagateRequestIdLayer::x_request_id())
+    .layer(
+        TraceLayer::new_for_http()
+            .make_span_with(|req: &Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                // The query string is left out on purpose: it is the agent's business, and
+                // paths never carry secrets (tokens travel in headers or bodies).
+                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+            })
+            .on_request(())
+            .on_response(
+                |res: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
+                    tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_millis() as u64, "response");
+                },
+            ),
+    )
+    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+    .with_state(state)
+}
+
+/// Connects, migrates and makes sure the root account exists. Returns the state and, when root
+/// was created or reset without `APM_ROOT_PASSWORD`, the generated password (to print once).
+pub async fn prepare(settings: Settings) -> anyhow::Result<(AppState, Option<String>)> {
+    settings.validate()?;
+    if settings.database_url.is_none() {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    }
+    let url = settings.effective_database_url();
+    let db = Db::connect(&url, settings.database_max_connections)
+        .await
+        .with_context(|| format!("connecting to {}", apm_store::redact_url(&url)))?;
+    db.migrate().await.context("migrating the database")?;
+    let generated = ensure_root(&db, &settings).await?;
+    let state = AppState::new(db, settings, system::prometheus_handle());
+    Ok((state, generated))
+}
+
+async fn ensure_root(db: &Db, settings: &Settings) -> anyhow::Result<Option<String>> {
+    let mut tx = db.begin_write().await?;
+    let users = apm_store::auth::list_users(&mut tx).await?;
+    let existing = users.into_iter().find(|u| u.role == "root");
+    if existing.is_some() && !settings.reset_root_password {
+        return Ok(None);
+    }
+    let (password, generated) = match &settings.root_password {
+        Some(p) if p.chars().count() >= 8 => (p.clone(), false),
+        Some(_) => anyhow::bail!("APM_ROOT_PASSWORD must have at least 8 characters"),
+        None => (auth::generate_password(), true),
+    };
+    let hash = auth::hash_password_blocking(password.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("hashing the root password: {e:?}"))?;
+    let now = apm_store::now_ms();
+    let actor = audit::Actor {
+        id: None,
+        name: "system".into(),
+        request_id: None,
+    };
+    match existing {
+        Some(mut root) => {
+            root.password_hash = hash;
+            root.disabled = 0;
+            root.updated_at = now;
+            apm_store::auth::update_user(&mut tx, &root).await?;
+            apm_store::auth::revoke_user_credentials(&mut tx, &root.id, now).await?;
+            audit::record(
+                &mut tx,
+                &actor,
+                "user.reset_root_password",
+                "user",
+                Some(&root.id),
+                audit::NONE,
+                Some(&serde_json::json!({"username": root.username, "password_changed": true})),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        }
+        None => {
+            let root = apm_store::auth::UserRow {
+                id: apm_store::new_id(),
+                username: "root".into(),
+                password_hash: hash,
+                role: "root".into(),
+                disabled: 0,
+                created_at: now,
+                updated_at: now,
+            };
+            apm_store::auth::insert_user(&mut tx, &root).await?;
+            audit::record(
+                &mut tx,
+                &actor,
+                "user.create",
+                "user",
+                Some(&root.id),
+                audit::NONE,
+                Some(&api::users::UserView::of(&root)),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        }
+    }
+    tx.commit().await?;
+    Ok(generated.then_some(password))
+}
+
+/// Periodic housekeeping: metric/log retention and dead sessions.
+async fn housekeeping(state: AppState) {
+    loop {
+        let now = apm_store::now_ms();
+        let s = &state.settings;
+        if let Ok(mut tx) = state.db.begin_write().await {
+            let deleted = apm_store::telemetry::apply_retention(
+                &mut tx,
+                now - s.stats_raw_retention_hours as i64 * 3_600_000,
+                now - s.stats_rollup_retention_days as i64 * 86_400_000,
+                now - s.log_retention_days as i64 * 86_400_000,
+            )
+            .await;
+            let purged = apm_store::auth::purge_sessions(&mut tx, now - 7 * 86_400_000).await;
+            match (deleted, purged, tx.commit().await) {
+                (Ok(d), Ok(p), Ok(())) if d + p > 0 => {
+                    tracing::info!(deleted_rows = d, purged_sessions = p, "housekeeping")
+                }
+                (Err(e), _, _) | (_, Err(e), _) => {
+                    tracing::warn!(error = %e, "housekeeping failed")
+                }
+                (_, _, Err(e)) => tracing::warn!(error = %e, "housekeeping commit failed"),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(600)).await;
+    }
+}
+
+/// An in-process server (tests, embedding). Stops when dropped.
+pub struct RunningServer {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// The state (database handle, settings).
+    pub state: AppState,
+    /// Generated root password, when root was created without `APM_ROOT_PASSWORD`.
+    pub generated_root_password: Option<String>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        self.state.db.close().await;
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Prepares and starts serving on `settings.listen` in the background.
+pub async fn spawn(settings: Settings) -> anyhow::Result<RunningServer> {
+    spawn_with(settings, std::convert::identity).await
+}
+
+/// Wraps the served router: the binary passes the web console's `apm_console::router`, which
+/// puts its pages in front of the API (the console calls the API in-process).
+pub type RouterWrap = fn(Router) -> Router;
+
+/// [`spawn`], serving `wrap(app(state))` instead of the bare API.
+pub async fn spawn_with(settings: Settings, wrap: RouterWrap) -> anyhow::Result<RunningServer> {
+    let listen = settings.listen;
+    let (state, generated) = prepare(settings).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let router = wrap(app(state.clone()));
+    let server = tokio::spawn(async move {
+        let result = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.await;
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+    });
+    let poller = tokio::spawn(sync::replica_poller(
+        state.db.clone(),
+        state.hub.clone(),
+        Duration::from_millis(state.settings.replica_poll_ms),
+    ));
+    let keeper = tokio::spawn(housekeeping(state.clone()));
+    Ok(RunningServer {
+        addr,
+        state,
+        generated_root_password: generated,
+        shutdown: Some(tx),
+        tasks: vec![server, poller, keeper],
+    })
+}
+
+/// Sets up logging as configured (JSON by default). Call once per process.
+pub fn init_logging(settings: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match settings.log_format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Runs the server until SIGINT/SIGTERM (the `apm server` command).
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    serve_with(settings, std::convert::identity).await
+}
+
+/// [`serve`], serving `wrap(app(state))` (see [`spawn_with`]).
+pub async fn serve_with(settings: Settings, wrap: RouterWrap) -> anyhow::Result<()> {
+    init_logging(&settings);
+    let listen = settings.listen;
+    let url = settings.effective_database_url();
+    let running = spawn_with(settings, wrap).await?;
+    if let Some(password) = &running.generated_root_password {
+        // Printed, never logged: this is the only time the password exists in clear.
+        eprintln!(
+            "\n  root password (shown once, store it now): {password}\n  log in: curl -s -X POST http://{}/api/v1/auth/login -H 'content-type: application/json' -d '{{\"username\":\"root\",\"password\":\"{password}\"}}'\n",
+            running.addr
+        );
+    }
+    tracing::info!(
+        listen = %listen,
+        addr = %running.addr,
+        database = %apm_store::redact_url(&url),
+        approval_mode = running.state.settings.approval_mode.as_str(),
+        "apm server started"
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,49 @@
+//! Shared application state handed to every handler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apm_store::Db;
+
+use crate::auth::LoginLimiter;
+use crate::settings::Settings;
+use crate::sync::SyncHub;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Database.
+    pub db: Db,
+    /// Resolved settings.
+    pub settings: Arc<Settings>,
+    /// Wakes long-polling agents.
+    pub hub: Arc<SyncHub>,
+    /// Failed-login limiter.
+    pub limiter: Arc<LoginLimiter>,
+    /// Rendered bundles by (version id, ATS major).
+    pub bundles: moka::sync::Cache<(String, String), Arc<crate::bundle::RenderedBundle>>,
+    /// Prometheus exposition.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl AppState {
+    /// Builds the state.
+    pub fn new(
+        db: Db,
+        settings: Settings,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> Self {
+        let limiter = LoginLimiter::new(
+            settings.login_max_failures,
+            Duration::from_secs(settings.login_window_secs),
+        );
+        AppState {
+            db,
+            settings: Arc::new(settings),
+            hub: Arc::new(SyncHub::new()),
+            limiter: Arc::new(limiter),
+            bundles: moka::sync::Cache::new(1024),
+            metrics,
+        }
+    }
+}

@@ -1,0 +1,558 @@
+//! The agent sync protocol: long-poll for the desired bundle, acks, metric samples and captured
+//! log lines.
+//!
+//! Waking: every change that can alter what an agent should run (approval, assignment, log
+//! capture) calls [`SyncHub::notify`] after its transaction commits, and bumps a generation
+//! counter in the database inside that transaction. Waiting requests subscribe to a
+//! `tokio::sync::watch` channel, so a local change wakes them at once; with several replicas on
+//! PostgreSQL each replica also polls the generation counter every `replica_poll_ms` (1 s by
+//! default) and notifies its own waiters when it moved — a change made on another replica
+//! reaches agents within about a second, with one tiny query per replica per interval and no
+//! extra infrastructure. A woken request re-reads its proxy and answers only if its answer
+//! changed; otherwise it keeps waiting until its deadline.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use apm_store::configs::{ConfigRow, VersionRow};
+use apm_store::proxies::ProxyRow;
+use apm_store::{AnyConnection, Db, now_ms};
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::util::{check_name, fmt_ms, parse_time};
+use crate::auth::Agent;
+use crate::bundle::{self, hash_for, major_of};
+use crate::error::{ApiError, ApiResult, Json, Query};
+use crate::state::AppState;
+
+/// Wakes long-polling agents.
+pub struct SyncHub {
+    tx: watch::Sender<u64>,
+    waiting: AtomicI64,
+}
+
+impl Default for SyncHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SyncHub {
+    /// New hub.
+    pub fn new() -> Self {
+        SyncHub {
+            tx: watch::channel(0).0,
+            waiting: AtomicI64::new(0),
+        }
+    }
+
+    /// Something changed: every waiting request re-evaluates.
+    pub fn notify(&self) {
+        self.tx.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// A receiver that sees later notifications.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+
+    /// Requests currently held.
+    pub fn waiting(&self) -> i64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// Polls the database generation and notifies local waiters when another replica changed it.
+pub async fn replica_poller(db: Db, hub: std::sync::Arc<SyncHub>, every: Duration) {
+    let mut last: Option<i64> = None;
+    loop {
+        tokio::time::sleep(every).await;
+        let current = match db.pool().acquire().await {
+            Ok(mut conn) => apm_store::telemetry::generation(&mut conn).await.ok(),
+            Err(_) => None,
+        };
+        if let Some(g) = current {
+            if last.is_some_and(|l| l != g) {
+                hub.notify();
+            }
+            last = Some(g);
+        }
+    }
+}
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sync))
+        .routes(routes!(ack))
+        .routes(routes!(stats))
+        .routes(routes!(logs))
+}
+
+/// What a proxy should run, or why it has nothing.
+pub enum Desired {
+    /// The active version of the assigned config.
+    Version(Box<(ConfigRow, VersionRow)>),
+    /// Nothing to run, and why.
+    Nothing(String),
+}
+
+/// Resolves a proxy's desired version.
+pub async fn desired(conn: &mut AnyConnection, proxy: &ProxyRow) -> ApiResult<Desired> {
+    let Some(config_id) = &proxy.config_id else {
+        return Ok(Desired::Nothing(format!(
+            "no config assigned to proxy {}; an admin assigns it with POST /api/v1/configs/{{id}}/proxies",
+            proxy.hostname
+        )));
+    };
+    let Some(config) = apm_store::configs::get_config(&mut *conn, config_id).await? else {
+        return Ok(Desired::Nothing(format!(
+            "the config of proxy {} no longer exists",
+            proxy.hostname
+        )));
+    };
+    let Some(active) = config.active_version else {
+        return Ok(Desired::Nothing(format!(
+            "config {:?} assigned to proxy {} has no approved version yet",
+            config.name, proxy.hostname
+        )));
+    };
+    match apm_store::configs::get_version(&mut *conn, &config.id, active).await? {
+        Some(v) => Ok(Desired::Version(Box::new((config, v)))),
+        None => Err(ApiError::internal(format!(
+            "config {} points at missing version {active}",
+            config.id
+        ))),
+    }
+}
+
+/// The desired hash of a proxy (for its reported ATS major), if it has one.
+pub async fn desired_hash(conn: &mut AnyConnection, proxy: &ProxyRow) -> ApiResult<Option<String>> {
+    Ok(match desired(conn, proxy).await? {
+        Desired::Version(cv) => {
+            Some(hash_for(&cv.1, major_of(proxy.ats_version.as_deref())).to_string())
+        }
+        Desired::Nothing(_) => None,
+    })
+}
+
+/// Sync parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SyncQuery {
+    /// The agent's hostname (must match its credential).
+    pub hostname: String,
+    /// Hash of the bundle the agent runs (empty or absent: none).
+    pub hash: Option<String>,
+    /// Seconds to hold the request when nothing changed (0 = plain poll; capped by the server).
+    pub wait: Option<u64>,
+    /// ATS version, e.g. 9.2.5 or 10.1.0 (picks the rendering).
+    pub ats_version: Option<String>,
+    /// Operating system.
+    pub os: Option<String>,
+    /// CPU architecture.
+    pub arch: Option<String>,
+}
+
+/// An open log-capture window.
+#[derive(Debug, Serialize, ToSchema, PartialEq, Clone)]
+pub struct CaptureWindow {
+    /// End of the window (RFC 3339).
+    pub until: String,
+    /// End of the window, epoch milliseconds.
+    pub until_ms: i64,
+}
+
+/// Sync answer: `status` is `bundle` (files follow), `unchanged` or `no_config`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncResponse {
+    /// bundle | unchanged | no_config.
+    pub status: String,
+    /// True when the agent's hash is current.
+    pub unchanged: bool,
+    /// Desired hash.
+    pub hash: Option<String>,
+    /// Config version number.
+    pub version: Option<i64>,
+    /// Config id.
+    pub config_id: Option<String>,
+    /// Config name.
+    pub config_name: Option<String>,
+    /// ATS major the files are rendered for.
+    pub ats_major: Option<String>,
+    /// File name → content (only with status `bundle`).
+    pub files: Option<BTreeMap<String, String>>,
+    /// Open log-capture window, if any.
+    pub log_capture: Option<CaptureWindow>,
+    /// Why there is no config (status `no_config`).
+    pub detail: Option<String>,
+    /// Server clock (RFC 3339).
+    pub server_time: String,
+}
+
+fn capture_of(p: &ProxyRow, now: i64) -> Option<CaptureWindow> {
+    p.capture_until.filter(|u| *u > now).map(|u| CaptureWindow {
+        until: fmt_ms(u),
+        until_ms: u,
+    })
+}
+
+fn check_hostname(agent: &Agent, hostname: &str) -> ApiResult<()> {
+    if agent.proxy.hostname != hostname {
+        return Err(ApiError::forbidden(format!(
+            "hostname {hostname:?} does not match this credential, which belongs to {:?}",
+            agent.proxy.hostname
+        )));
+    }
+    Ok(())
+}
+
+fn check_hash(field: &str, h: &str) -> ApiResult<()> {
+    if h.len() != 64
+        || !h
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(ApiError::invalid(format!(
+            "{field}: {h:?} is not a 64-character lowercase hex content hash"
+        )));
+    }
+    Ok(())
+}
+
+/// Long-poll sync. Answers at once with the bundle when the desired hash differs from `hash`;
+/// otherwise holds up to `wait` seconds (capped, minus jitter) and answers `unchanged`.
+#[utoipa::path(get, path = "/api/v1/sync", tag = "sync", params(SyncQuery), security(("agent" = [])),
+    responses((status = 200, body = SyncResponse), (status = 401, body = crate::error::Problem),
+              (status = 403, body = crate::error::Problem)))]
+async fn sync(
+    State(state): State<AppState>,
+    agent: Agent,
+    Query(q): Query<SyncQuery>,
+) -> ApiResult<Json<SyncResponse>> {
+    check_hostname(&agent, &q.hostname)?;
+    for (field, value) in [
+        ("ats_version", &q.ats_version),
+        ("os", &q.os),
+        ("arch", &q.arch),
+    ] {
+        if let Some(v) = value {
+            check_name(field, v, 64, "._-+~")?;
+        }
+    }
+    if let Some(v) = &q.ats_version
+        && apm_policy::AtsMajor::from_version(v).is_none()
+    {
+        return Err(ApiError::invalid(format!(
+            "ats_version: {v:?} is not a supported Apache Traffic Server version (9.x or 10.x)"
+        )));
+    }
+    let have = q.hash.clone().filter(|h| !h.is_empty());
+    let now = now_ms();
+    {
+        let mut conn = state.db.pool().acquire().await?;
+        apm_store::proxies::record_contact(
+            &mut conn,
+            &agent.proxy.id,
+            q.ats_version.as_deref(),
+            q.os.as_deref(),
+            q.arch.as_deref(),
+            now,
+        )
+        .await?;
+    }
+    let wait_ms = q.wait.unwrap_or(0).min(state.settings.sync_max_wait_secs) as i64 * 1000;
+    let jitter = wait_ms * state.settings.sync_jitter_percent as i64 / 100;
+    let wait_ms = wait_ms
+        - if jitter > 0 {
+            rand::random_range(0..=jitter)
+        } else {
+            0
+        };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms.max(0) as u64);
+    // Subscribe before the first read so a change between the read and the wait is not lost.
+    let mut rx = state.hub.subscribe();
+    let initial_capture = capture_of(&agent.proxy, now);
+    state.hub.waiting.fetch_add(1, Ordering::Relaxed);
+    let _guard = WaitGuard(&state.hub);
+    loop {
+        let now = now_ms();
+        let mut conn = state.db.pool().acquire().await?;
+        let proxy = apm_store::proxies::get_proxy(&mut conn, &agent.proxy.id)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("this proxy was deleted"))?;
+        let capture = capture_of(&proxy, now);
+        let desired = desired(&mut conn, &proxy).await?;
+        drop(conn);
+        let expired = tokio::time::Instant::now() >= deadline;
+        match desired {
+            Desired::Version(cv) => {
+                let (config, v) = *cv;
+                let major = major_of(proxy.ats_version.as_deref());
+                let want = hash_for(&v, major).to_string();
+                if have.as_deref() != Some(want.as_str()) {
+                    let b = bundle::rendered(&state, &v, major)?;
+                    return Ok(Json(SyncResponse {
+                        status: "bundle".into(),
+                        unchanged: false,
+                        hash: Some(b.hash.clone()),
+                        version: Some(v.version),
+                        config_id: Some(config.id),
+                        config_name: Some(config.name),
+                        ats_major: Some(b.ats_major.clone()),
+                        files: Some(b.files.clone()),
+                        log_capture: capture,
+                        detail: None,
+                        server_time: fmt_ms(now),
+                    }));
+                }
+                if expired || capture != initial_capture {
+                    return Ok(Json(SyncResponse {
+                        status: "unchanged".into(),
+                        unchanged: true,
+                        hash: Some(want),
+                        version: Some(v.version),
+                        config_id: Some(config.id),
+                        config_name: Some(config.name),
+                        ats_major: Some(major.to_string()),
+                        files: None,
+                        log_capture: capture,
+                        detail: None,
+                        server_time: fmt_ms(now),
+                    }));
+                }
+            }
+            Desired::Nothing(reason) => {
+                if expired || capture != initial_capture {
+                    return Ok(Json(SyncResponse {
+                        status: "no_config".into(),
+                        unchanged: false,
+                        hash: None,
+                        version: None,
+                        config_id: None,
+                        config_name: None,
+                        ats_major: None,
+                        files: None,
+                        log_capture: capture,
+                        detail: Some(reason),
+                        server_time: fmt_ms(now),
+                    }));
+                }
+            }
+        }
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep_until(deadline).await;
+                }
+                rx.borrow_and_update();
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+struct WaitGuard<'a>(&'a SyncHub);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Apply outcome.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    /// Applied and confirmed.
+    Ok,
+    /// Apply failed; the agent kept `running_hash`.
+    Error,
+}
+
+/// Apply report.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// The agent's hostname.
+    pub hostname: String,
+    /// The hash the agent tried to apply.
+    pub hash: String,
+    /// ok | error.
+    pub status: AckStatus,
+    /// What failed (required with status error).
+    pub error: Option<String>,
+    /// With status error: the hash the agent kept running (absent if none).
+    pub running_hash: Option<String>,
+}
+
+/// Simple acknowledgement.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// Always "ok".
+    pub status: String,
+}
+
+fn accepted() -> Json<Accepted> {
+    Json(Accepted {
+        status: "ok".into(),
+    })
+}
+
+/// Reports the outcome of applying a bundle.
+#[utoipa::path(post, path = "/api/v1/sync/ack", tag = "sync", request_body = AckRequest, security(("agent" = [])),
+    responses((status = 200, body = Accepted), (status = 401, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)))]
+async fn ack(
+    State(state): State<AppState>,
+    agent: Agent,
+    Json(body): Json<AckRequest>,
+) -> ApiResult<Json<Accepted>> {
+    check_hostname(&agent, &body.hostname)?;
+    check_hash("hash", &body.hash)?;
+    if let Some(r) = &body.running_hash {
+        check_hash("running_hash", r)?;
+    }
+    let mut conn = state.db.pool().acquire().await?;
+    match body.status {
+        AckStatus::Ok => {
+            apm_store::proxies::record_ack(
+                &mut conn,
+                &agent.proxy.id,
+                Some(&body.hash),
+                None,
+                now_ms(),
+            )
+            .await?;
+        }
+        AckStatus::Error => {
+            let error = body
+                .error
+                .as_deref()
+                .filter(|e| !e.trim().is_empty())
+                .ok_or_else(|| ApiError::invalid("error: required when status is \"error\""))?;
+            let error: String = error.chars().take(4000).collect();
+            apm_store::proxies::record_ack(
+                &mut conn,
+                &agent.proxy.id,
+                body.running_hash.as_deref(),
+                Some((&error, &body.hash)),
+                now_ms(),
+            )
+            .await?;
+        }
+    }
+    Ok(accepted())
+}
+
+/// A metrics sample.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatsRequest {
+    /// The agent's hostname.
+    pub hostname: String,
+    /// When the sample was taken (RFC 3339 or epoch seconds); default: now.
+    pub timestamp: Option<String>,
+    /// Metric name → value, e.g. `proxy.process.http.current_client_connections`.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Stores a metrics sample.
+#[utoipa::path(post, path = "/api/v1/sync/stats", tag = "sync", request_body = StatsRequest, security(("agent" = [])),
+    responses((status = 200, body = Accepted), (status = 401, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)))]
+async fn stats(
+    State(state): State<AppState>,
+    agent: Agent,
+    Json(body): Json<StatsRequest>,
+) -> ApiResult<Json<Accepted>> {
+    check_hostname(&agent, &body.hostname)?;
+    if body.metrics.is_empty() {
+        return Err(ApiError::invalid(
+            "metrics: must contain at least one metric",
+        ));
+    }
+    if body.metrics.len() > 500 {
+        return Err(ApiError::invalid(format!(
+            "metrics: {} metrics is more than the maximum of 500",
+            body.metrics.len()
+        )));
+    }
+    for name in body.metrics.keys() {
+        check_name(&format!("metrics.{name}"), name, 200, "._-")?;
+    }
+    let now = now_ms();
+    let ts = match &body.timestamp {
+        Some(t) => parse_time("timestamp", t)?,
+        None => now,
+    };
+    if ts > now + 300_000 {
+        return Err(ApiError::invalid(
+            "timestamp: more than 5 minutes in the future; check the agent's clock",
+        ));
+    }
+    let mut tx = state.db.begin_write().await?;
+    for (name, value) in &body.metrics {
+        apm_store::telemetry::insert_sample(&mut tx, &agent.proxy.id, name, ts, *value).await?;
+    }
+    apm_store::proxies::record_contact(&mut tx, &agent.proxy.id, None, None, None, now).await?;
+    tx.commit().await?;
+    Ok(accepted())
+}
+
+/// Captured log lines.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogsRequest {
+    /// The agent's hostname.
+    pub hostname: String,
+    /// Lines, oldest first (at most 5000, each at most 16 KiB).
+    pub lines: Vec<String>,
+}
+
+/// Ships captured log lines; accepted only while a capture window is open (plus one minute).
+#[utoipa::path(post, path = "/api/v1/sync/logs", tag = "sync", request_body = LogsRequest, security(("agent" = [])),
+    responses((status = 200, body = Accepted), (status = 401, body = crate::error::Problem),
+              (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+async fn logs(
+    State(state): State<AppState>,
+    agent: Agent,
+    Json(body): Json<LogsRequest>,
+) -> ApiResult<Json<Accepted>> {
+    check_hostname(&agent, &body.hostname)?;
+    if body.lines.len() > 5000 {
+        return Err(ApiError::invalid(format!(
+            "lines: {} lines is more than the maximum of 5000 per request",
+            body.lines.len()
+        )));
+    }
+    if let Some(i) = body.lines.iter().position(|l| l.len() > 16 * 1024) {
+        return Err(ApiError::invalid(format!("lines[{i}]: longer than 16 KiB")));
+    }
+    let now = now_ms();
+    let open = agent.proxy.capture_until.is_some_and(|u| now <= u + 60_000);
+    if !open {
+        return Err(ApiError::conflict(format!(
+            "no log capture window is open for proxy {}",
+            agent.proxy.hostname
+        )));
+    }
+    let mut tx = state.db.begin_write().await?;
+    let capture = apm_store::proxies::latest_capture(&mut tx, &agent.proxy.id).await?;
+    let lines: Vec<(i64, String)> = body.lines.into_iter().map(|l| (now, l)).collect();
+    apm_store::telemetry::insert_log_lines(
+        &mut tx,
+        &agent.proxy.id,
+        capture.as_ref().map(|c| c.id.as_str()),
+        &lines,
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(accepted())
+}

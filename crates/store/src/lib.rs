@@ -1,0 +1,210 @@
+//! Persistence for the ATS Proxy Manager control plane.
+//!
+//! One [`Db`] wraps an `sqlx` `AnyPool` over SQLite (the embedded default) or PostgreSQL, with
+//! versioned migrations for both ([`migrate`]) and repository functions per area. Every
+//! repository function takes a `&mut AnyConnection`, so callers compose several of them in one
+//! transaction (a mutation and its audit row commit together).
+//!
+//! Portability rules, because the `Any` driver only carries bool/ints/floats/text/blob:
+//! times are epoch **milliseconds** (`BIGINT`), ids are UUID text, JSON documents are text, and
+//! every SQL statement is written once with `$N` placeholders (both backends accept them).
+
+pub mod audit;
+pub mod auth;
+pub mod configs;
+pub mod migrate;
+pub mod proxies;
+pub mod telemetry;
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Transaction};
+
+pub use sqlx::Any;
+pub use sqlx::AnyConnection;
+pub use sqlx::Error as SqlxError;
+
+/// Errors of the persistence layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed a statement.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A unique constraint was violated (e.g. a username or config name already taken).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// A stored value could not be read back (e.g. invalid JSON in a text column).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database URL is not one we support.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    /// A migration failed.
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        /// Migration version number.
+        version: i64,
+        /// Migration name.
+        name: &'static str,
+        /// Underlying error.
+        source: sqlx::Error,
+    },
+}
+
+/// Result alias for the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`] with `what` as the message.
+pub fn unique_as_conflict(error: sqlx::Error, what: impl Into<String>) -> StoreError {
+    if let sqlx::Error::Database(db) = &error
+        && db.is_unique_violation()
+    {
+        return StoreError::Conflict(what.into());
+    }
+    StoreError::Db(error)
+}
+
+/// Which database engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// The connection pool and the backend it talks to.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Current time as epoch milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A fresh random UUID as text, the id format of every entity.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://PATH[?mode=rwc]` or `postgres://...`). SQLite files are created
+    /// when missing; WAL, foreign keys and a busy timeout are set on every connection.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
+        };
+        let url = if backend == Backend::Sqlite && !url.contains("mode=") {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}mode=rwc")
+        } else {
+            url.to_string()
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            pool = pool.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode=WAL").await?;
+                    conn.execute("PRAGMA synchronous=NORMAL").await?;
+                    conn.execute("PRAGMA foreign_keys=ON").await?;
+                    conn.execute("PRAGMA busy_timeout=15000").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool.connect_with(options).await?;
+        Ok(Db { pool, backend })
+    }
+
+    /// The pool, for reads outside a transaction.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which engine this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that later upgrades can fail with
+    /// SQLITE_BUSY without waiting, which would turn two concurrent approvals into an error
+    /// instead of one winner and one clean 409.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Checks the database answers (readiness).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Runs the pending migrations.
+    pub async fn migrate(&self) -> Result<Vec<i64>> {
+        migrate::run(self).await
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Hides the password of a database URL for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Reads a JSON text column.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://apm:s3cret@db:5432/apm"),
+            "postgres://apm:***@db:5432/apm"
+        );
+        assert_eq!(redact_url("postgres://apm@db/apm"), "postgres://apm@db/apm");
+        assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
+    }
+}

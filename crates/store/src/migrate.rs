@@ -1,0 +1,168 @@
+//! Versioned migrations, one SQL text per backend per version, applied in order inside one
+//! transaction each and recorded in `schema_migrations`. On PostgreSQL an advisory lock makes
+//! several replicas starting at once apply each migration exactly once.
+//!
+//! Migrations are append-only: never edit a released one, add a new version.
+
+use sqlx::Row;
+
+use crate::{Backend, Db, Result, StoreError, now_ms};
+
+/// One schema change, written for both engines.
+pub struct Migration {
+    /// Strictly increasing version number.
+    pub version: i64,
+    /// Short name.
+    pub name: &'static str,
+    /// Statements for SQLite.
+    pub sqlite: &'static [&'static str],
+    /// Statements for PostgreSQL.
+    pub postgres: &'static [&'static str],
+}
+
+/// Every migration, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial schema",
+    sqlite: &[
+        "CREATE TABLE users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+            role TEXT NOT NULL, disabled BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL REFERENCES users(id),
+            created_at BIGINT NOT NULL, last_seen_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, revoked_at BIGINT)",
+        "CREATE TABLE api_tokens (id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL REFERENCES users(id),
+            name TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT, last_used_at BIGINT, revoked_at BIGINT)",
+        "CREATE TABLE configs (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL,
+            created_by TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, active_version BIGINT)",
+        "CREATE TABLE config_versions (id TEXT PRIMARY KEY, config_id TEXT NOT NULL REFERENCES configs(id), version BIGINT NOT NULL,
+            status TEXT NOT NULL, policy TEXT NOT NULL, hash_v9 TEXT NOT NULL, hash_v10 TEXT NOT NULL,
+            created_by TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, editors TEXT NOT NULL,
+            submitted_by TEXT, submitted_at BIGINT, approved_by TEXT, approved_at BIGINT,
+            rejected_by TEXT, rejected_at BIGINT, reject_reason TEXT, restored_from BIGINT,
+            UNIQUE (config_id, version))",
+        "CREATE TABLE enrollment_tokens (id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, created_by TEXT NOT NULL,
+            created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, max_uses BIGINT, uses BIGINT NOT NULL DEFAULT 0,
+            revoked_at BIGINT, note TEXT NOT NULL)",
+        "CREATE TABLE proxies (id TEXT PRIMARY KEY, hostname TEXT NOT NULL UNIQUE, credential_hash TEXT NOT NULL UNIQUE,
+            enrolled_at BIGINT NOT NULL, enrollment_token_id TEXT, revoked_at BIGINT, config_id TEXT REFERENCES configs(id),
+            ats_version TEXT, os TEXT, arch TEXT, applied_hash TEXT, last_error TEXT, last_error_hash TEXT,
+            last_ack_at BIGINT, last_seen_at BIGINT, capture_until BIGINT)",
+        "CREATE TABLE log_captures (id TEXT PRIMARY KEY, proxy_id TEXT NOT NULL REFERENCES proxies(id), opened_by TEXT NOT NULL,
+            opened_at BIGINT NOT NULL, until_at BIGINT NOT NULL)",
+        "CREATE TABLE proxy_log_lines (id INTEGER PRIMARY KEY AUTOINCREMENT, proxy_id TEXT NOT NULL REFERENCES proxies(id),
+            capture_id TEXT, ts BIGINT NOT NULL, received_at BIGINT NOT NULL, line TEXT NOT NULL)",
+        "CREATE INDEX proxy_log_lines_proxy ON proxy_log_lines (proxy_id, id)",
+        "CREATE TABLE stats_raw (proxy_id TEXT NOT NULL REFERENCES proxies(id), metric TEXT NOT NULL, ts BIGINT NOT NULL,
+            value DOUBLE PRECISION NOT NULL, PRIMARY KEY (proxy_id, metric, ts))",
+        "CREATE TABLE stats_rollup (proxy_id TEXT NOT NULL REFERENCES proxies(id), metric TEXT NOT NULL, bucket BIGINT NOT NULL,
+            count BIGINT NOT NULL, sum DOUBLE PRECISION NOT NULL, min DOUBLE PRECISION NOT NULL, max DOUBLE PRECISION NOT NULL,
+            last DOUBLE PRECISION NOT NULL, last_ts BIGINT NOT NULL, PRIMARY KEY (proxy_id, metric, bucket))",
+        "CREATE TABLE audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, at BIGINT NOT NULL, actor_id TEXT, actor TEXT NOT NULL,
+            action TEXT NOT NULL, entity_type TEXT NOT NULL, entity_id TEXT, old_value TEXT, new_value TEXT, request_id TEXT)",
+        "CREATE INDEX audit_log_entity ON audit_log (entity_id, id)",
+        "CREATE INDEX audit_log_at ON audit_log (at)",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        "INSERT INTO meta (key, value) VALUES ('sync_generation', 0)",
+    ],
+    postgres: &[
+        "CREATE TABLE users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+            role TEXT NOT NULL, disabled BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL REFERENCES users(id),
+            created_at BIGINT NOT NULL, last_seen_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, revoked_at BIGINT)",
+        "CREATE TABLE api_tokens (id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL REFERENCES users(id),
+            name TEXT NOT NULL, created_at BIGINT NOT NULL, expires_at BIGINT, last_used_at BIGINT, revoked_at BIGINT)",
+        "CREATE TABLE configs (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL,
+            created_by TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, active_version BIGINT)",
+        "CREATE TABLE config_versions (id TEXT PRIMARY KEY, config_id TEXT NOT NULL REFERENCES configs(id), version BIGINT NOT NULL,
+            status TEXT NOT NULL, policy TEXT NOT NULL, hash_v9 TEXT NOT NULL, hash_v10 TEXT NOT NULL,
+            created_by TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, editors TEXT NOT NULL,
+            submitted_by TEXT, submitted_at BIGINT, approved_by TEXT, approved_at BIGINT,
+            rejected_by TEXT, rejected_at BIGINT, reject_reason TEXT, restored_from BIGINT,
+            UNIQUE (config_id, version))",
+        "CREATE TABLE enrollment_tokens (id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, created_by TEXT NOT NULL,
+            created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, max_uses BIGINT, uses BIGINT NOT NULL DEFAULT 0,
+            revoked_at BIGINT, note TEXT NOT NULL)",
+        "CREATE TABLE proxies (id TEXT PRIMARY KEY, hostname TEXT NOT NULL UNIQUE, credential_hash TEXT NOT NULL UNIQUE,
+            enrolled_at BIGINT NOT NULL, enrollment_token_id TEXT, revoked_at BIGINT, config_id TEXT REFERENCES configs(id),
+            ats_version TEXT, os TEXT, arch TEXT, applied_hash TEXT, last_error TEXT, last_error_hash TEXT,
+            last_ack_at BIGINT, last_seen_at BIGINT, capture_until BIGINT)",
+        "CREATE TABLE log_captures (id TEXT PRIMARY KEY, proxy_id TEXT NOT NULL REFERENCES proxies(id), opened_by TEXT NOT NULL,
+            opened_at BIGINT NOT NULL, until_at BIGINT NOT NULL)",
+        "CREATE TABLE proxy_log_lines (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, proxy_id TEXT NOT NULL REFERENCES proxies(id),
+            capture_id TEXT, ts BIGINT NOT NULL, received_at BIGINT NOT NULL, line TEXT NOT NULL)",
+        "CREATE INDEX proxy_log_lines_proxy ON proxy_log_lines (proxy_id, id)",
+        "CREATE TABLE stats_raw (proxy_id TEXT NOT NULL REFERENCES proxies(id), metric TEXT NOT NULL, ts BIGINT NOT NULL,
+            value DOUBLE PRECISION NOT NULL, PRIMARY KEY (proxy_id, metric, ts))",
+        "CREATE TABLE stats_rollup (proxy_id TEXT NOT NULL REFERENCES proxies(id), metric TEXT NOT NULL, bucket BIGINT NOT NULL,
+            count BIGINT NOT NULL, sum DOUBLE PRECISION NOT NULL, min DOUBLE PRECISION NOT NULL, max DOUBLE PRECISION NOT NULL,
+            last DOUBLE PRECISION NOT NULL, last_ts BIGINT NOT NULL, PRIMARY KEY (proxy_id, metric, bucket))",
+        "CREATE TABLE audit_log (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, at BIGINT NOT NULL, actor_id TEXT, actor TEXT NOT NULL,
+            action TEXT NOT NULL, entity_type TEXT NOT NULL, entity_id TEXT, old_value TEXT, new_value TEXT, request_id TEXT)",
+        "CREATE INDEX audit_log_entity ON audit_log (entity_id, id)",
+        "CREATE INDEX audit_log_at ON audit_log (at)",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        "INSERT INTO meta (key, value) VALUES ('sync_generation', 0)",
+    ],
+}];
+
+/// Applies every migration not yet recorded; returns the versions applied now.
+pub async fn run(db: &Db) -> Result<Vec<i64>> {
+    let mut applied_now = Vec::new();
+    {
+        let mut tx = db.begin_write().await?;
+        if db.backend() == Backend::Postgres {
+            // Serialises concurrent starters; released at commit.
+            sqlx::query("SELECT pg_advisory_xact_lock(4242001)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let done: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?;
+        for m in MIGRATIONS {
+            if done.contains(&m.version) {
+                continue;
+            }
+            let statements = match db.backend() {
+                Backend::Sqlite => m.sqlite,
+                Backend::Postgres => m.postgres,
+            };
+            for statement in statements {
+                sqlx::query(sqlx::AssertSqlSafe(*statement))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|source| StoreError::Migration {
+                        version: m.version,
+                        name: m.name,
+                        source,
+                    })?;
+            }
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            applied_now.push(m.version);
+        }
+        tx.commit().await?;
+    }
+    if !applied_now.is_empty() {
+        tracing::info!(versions = ?applied_now, "applied database migrations");
+    }
+    Ok(applied_now)
+}
+
+/// The highest migration version this binary knows.
+pub fn latest_version() -> i64 {
+    MIGRATIONS.last().map(|m| m.version).unwrap_or(0)
+}

@@ -1,0 +1,360 @@
+//! Enrollment tokens, proxies (agent identities and their reported state) and log-capture windows.
+
+use sqlx::{AnyConnection, FromRow};
+
+use crate::{Result, unique_as_conflict};
+
+/// A token an admin hands to a new agent; exchanged once (or `max_uses` times) for a credential.
+#[derive(Debug, Clone, FromRow)]
+pub struct EnrollmentTokenRow {
+    /// UUID.
+    pub id: String,
+    /// SHA-256 hex of the token.
+    pub token_hash: String,
+    /// User id.
+    pub created_by: String,
+    /// Epoch ms.
+    pub created_at: i64,
+    /// Epoch ms.
+    pub expires_at: i64,
+    /// None = unlimited until expiry.
+    pub max_uses: Option<i64>,
+    /// Times used.
+    pub uses: i64,
+    /// Epoch ms.
+    pub revoked_at: Option<i64>,
+    /// Free text.
+    pub note: String,
+}
+
+/// Inserts an enrollment token.
+pub async fn insert_enrollment_token(
+    conn: &mut AnyConnection,
+    t: &EnrollmentTokenRow,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO enrollment_tokens (id, token_hash, created_by, created_at, expires_at, max_uses, uses, revoked_at, note)
+         VALUES ($1, $2, $3, $4, $5, $6, 0, NULL, $7)",
+    )
+    .bind(&t.id)
+    .bind(&t.token_hash)
+    .bind(&t.created_by)
+    .bind(t.created_at)
+    .bind(t.expires_at)
+    .bind(t.max_uses)
+    .bind(&t.note)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Every enrollment token, newest first.
+pub async fn list_enrollment_tokens(conn: &mut AnyConnection) -> Result<Vec<EnrollmentTokenRow>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM enrollment_tokens ORDER BY created_at DESC, id")
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+/// An enrollment token by id.
+pub async fn get_enrollment_token(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<EnrollmentTokenRow>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM enrollment_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// An enrollment token by hash.
+pub async fn find_enrollment_token(
+    conn: &mut AnyConnection,
+    token_hash: &str,
+) -> Result<Option<EnrollmentTokenRow>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM enrollment_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// Consumes one use if the token is still usable at `now`; false otherwise. Conditional so that
+/// concurrent enrollments cannot exceed `max_uses`.
+pub async fn use_enrollment_token(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE enrollment_tokens SET uses = uses + 1
+         WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2 AND (max_uses IS NULL OR uses < max_uses)",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Revokes an enrollment token; false when already revoked.
+pub async fn revoke_enrollment_token(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE enrollment_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// A proxy: one enrolled agent identity and what it last reported.
+#[derive(Debug, Clone, FromRow)]
+pub struct ProxyRow {
+    /// UUID.
+    pub id: String,
+    /// Unique hostname.
+    pub hostname: String,
+    /// SHA-256 hex of the agent credential.
+    pub credential_hash: String,
+    /// Epoch ms.
+    pub enrolled_at: i64,
+    /// Token used for the last enrollment.
+    pub enrollment_token_id: Option<String>,
+    /// Set when the credential is revoked.
+    pub revoked_at: Option<i64>,
+    /// Assigned config.
+    pub config_id: Option<String>,
+    /// ATS version as reported, e.g. "9.2.5".
+    pub ats_version: Option<String>,
+    /// OS as reported.
+    pub os: Option<String>,
+    /// CPU architecture as reported.
+    pub arch: Option<String>,
+    /// Hash the agent runs (confirmed by an ack).
+    pub applied_hash: Option<String>,
+    /// Last apply error.
+    pub last_error: Option<String>,
+    /// Hash whose apply failed.
+    pub last_error_hash: Option<String>,
+    /// Epoch ms.
+    pub last_ack_at: Option<i64>,
+    /// Last contact of any kind, epoch ms.
+    pub last_seen_at: Option<i64>,
+    /// Open log-capture window end, epoch ms.
+    pub capture_until: Option<i64>,
+}
+
+/// Inserts a proxy (first enrollment of a hostname).
+pub async fn insert_proxy(conn: &mut AnyConnection, p: &ProxyRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO proxies (id, hostname, credential_hash, enrolled_at, enrollment_token_id, revoked_at, config_id)
+         VALUES ($1, $2, $3, $4, $5, NULL, NULL)",
+    )
+    .bind(&p.id)
+    .bind(&p.hostname)
+    .bind(&p.credential_hash)
+    .bind(p.enrolled_at)
+    .bind(&p.enrollment_token_id)
+    .execute(conn)
+    .await
+    .map_err(|e| unique_as_conflict(e, format!("hostname {:?} was enrolled concurrently", p.hostname)))?;
+    Ok(())
+}
+
+/// Replaces a proxy's credential (re-enrollment of a known hostname) and clears a revocation.
+pub async fn rotate_credential(
+    conn: &mut AnyConnection,
+    id: &str,
+    credential_hash: &str,
+    token_id: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE proxies SET credential_hash = $2, enrollment_token_id = $3, enrolled_at = $4, revoked_at = NULL WHERE id = $1",
+    )
+    .bind(id)
+    .bind(credential_hash)
+    .bind(token_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Revokes a proxy's credential; false when already revoked.
+pub async fn revoke_proxy(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool> {
+    Ok(
+        sqlx::query("UPDATE proxies SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}
+
+/// A proxy by id.
+pub async fn get_proxy(conn: &mut AnyConnection, id: &str) -> Result<Option<ProxyRow>> {
+    Ok(sqlx::query_as("SELECT * FROM proxies WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// A proxy by hostname.
+pub async fn get_proxy_by_hostname(
+    conn: &mut AnyConnection,
+    hostname: &str,
+) -> Result<Option<ProxyRow>> {
+    Ok(sqlx::query_as("SELECT * FROM proxies WHERE hostname = $1")
+        .bind(hostname)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// A proxy by credential hash.
+pub async fn find_proxy_by_credential(
+    conn: &mut AnyConnection,
+    credential_hash: &str,
+) -> Result<Option<ProxyRow>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM proxies WHERE credential_hash = $1")
+            .bind(credential_hash)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// Every proxy by hostname.
+pub async fn list_proxies(conn: &mut AnyConnection) -> Result<Vec<ProxyRow>> {
+    Ok(sqlx::query_as("SELECT * FROM proxies ORDER BY hostname")
+        .fetch_all(conn)
+        .await?)
+}
+
+/// The proxies assigned to a config.
+pub async fn list_proxies_of_config(
+    conn: &mut AnyConnection,
+    config_id: &str,
+) -> Result<Vec<ProxyRow>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM proxies WHERE config_id = $1 ORDER BY hostname")
+            .bind(config_id)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+/// Sets (or clears) the config of a proxy.
+pub async fn set_proxy_config(
+    conn: &mut AnyConnection,
+    id: &str,
+    config_id: Option<&str>,
+) -> Result<()> {
+    sqlx::query("UPDATE proxies SET config_id = $2 WHERE id = $1")
+        .bind(id)
+        .bind(config_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records what a proxy reported on sync (versions are only overwritten when reported).
+pub async fn record_contact(
+    conn: &mut AnyConnection,
+    id: &str,
+    ats_version: Option<&str>,
+    os: Option<&str>,
+    arch: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE proxies SET last_seen_at = $2, ats_version = COALESCE($3, ats_version),
+            os = COALESCE($4, os), arch = COALESCE($5, arch) WHERE id = $1",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(ats_version)
+    .bind(os)
+    .bind(arch)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records an ack: the hash the agent now runs, and the error if the apply failed.
+pub async fn record_ack(
+    conn: &mut AnyConnection,
+    id: &str,
+    applied_hash: Option<&str>,
+    error: Option<(&str, &str)>,
+    now: i64,
+) -> Result<()> {
+    let (last_error, last_error_hash) = match error {
+        Some((message, hash)) => (Some(message), Some(hash)),
+        None => (None, None),
+    };
+    sqlx::query(
+        "UPDATE proxies SET applied_hash = $2, last_error = $3, last_error_hash = $4, last_ack_at = $5, last_seen_at = $5
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(applied_hash)
+    .bind(last_error)
+    .bind(last_error_hash)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A log-capture window.
+#[derive(Debug, Clone, FromRow)]
+pub struct LogCaptureRow {
+    /// UUID.
+    pub id: String,
+    /// Proxy.
+    pub proxy_id: String,
+    /// User id.
+    pub opened_by: String,
+    /// Epoch ms.
+    pub opened_at: i64,
+    /// Epoch ms.
+    pub until_at: i64,
+}
+
+/// Opens a capture window and records it on the proxy.
+pub async fn open_capture(conn: &mut AnyConnection, c: &LogCaptureRow) -> Result<()> {
+    sqlx::query("INSERT INTO log_captures (id, proxy_id, opened_by, opened_at, until_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&c.id)
+        .bind(&c.proxy_id)
+        .bind(&c.opened_by)
+        .bind(c.opened_at)
+        .bind(c.until_at)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE proxies SET capture_until = $2 WHERE id = $1")
+        .bind(&c.proxy_id)
+        .bind(c.until_at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The latest capture window of a proxy.
+pub async fn latest_capture(
+    conn: &mut AnyConnection,
+    proxy_id: &str,
+) -> Result<Option<LogCaptureRow>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM log_captures WHERE proxy_id = $1 ORDER BY opened_at DESC, id DESC LIMIT 1",
+    )
+    .bind(proxy_id)
+    .fetch_optional(conn)
+    .await?)
+}

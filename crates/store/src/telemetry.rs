@@ -1,0 +1,237 @@
+//! What proxies send back: metric samples (raw + rolled-up time series), captured log lines, and
+//! the sync generation counter replicas use to notice changes made by other replicas.
+
+use sqlx::{AnyConnection, FromRow};
+
+use crate::Result;
+
+/// Width of a rollup bucket: 5 minutes.
+pub const ROLLUP_MS: i64 = 5 * 60 * 1000;
+
+/// Stores one sample and folds it into its 5-minute rollup bucket. A repeated (proxy, metric,
+/// ts) sample replaces the raw value; the rollup then counts it twice, which only skews
+/// averages of duplicated pushes, never loses data.
+pub async fn insert_sample(
+    conn: &mut AnyConnection,
+    proxy_id: &str,
+    metric: &str,
+    ts: i64,
+    value: f64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO stats_raw (proxy_id, metric, ts, value) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (proxy_id, metric, ts) DO UPDATE SET value = excluded.value",
+    )
+    .bind(proxy_id)
+    .bind(metric)
+    .bind(ts)
+    .bind(value)
+    .execute(&mut *conn)
+    .await?;
+    let bucket = ts - ts.rem_euclid(ROLLUP_MS);
+    sqlx::query(
+        "INSERT INTO stats_rollup (proxy_id, metric, bucket, count, sum, min, max, last, last_ts)
+         VALUES ($1, $2, $3, 1, $4, $4, $4, $4, $5)
+         ON CONFLICT (proxy_id, metric, bucket) DO UPDATE SET
+            count = stats_rollup.count + 1,
+            sum = stats_rollup.sum + excluded.sum,
+            min = CASE WHEN excluded.min < stats_rollup.min THEN excluded.min ELSE stats_rollup.min END,
+            max = CASE WHEN excluded.max > stats_rollup.max THEN excluded.max ELSE stats_rollup.max END,
+            last = CASE WHEN excluded.last_ts >= stats_rollup.last_ts THEN excluded.last ELSE stats_rollup.last END,
+            last_ts = CASE WHEN excluded.last_ts >= stats_rollup.last_ts THEN excluded.last_ts ELSE stats_rollup.last_ts END",
+    )
+    .bind(proxy_id)
+    .bind(metric)
+    .bind(bucket)
+    .bind(value)
+    .bind(ts)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// One point of a series.
+#[derive(Debug, Clone, FromRow, PartialEq)]
+pub struct Point {
+    /// Start of the bucket (or the sample time for raw points), epoch ms.
+    pub t: i64,
+    /// Samples in the bucket.
+    pub count: i64,
+    /// Average.
+    pub avg: f64,
+    /// Minimum.
+    pub min: f64,
+    /// Maximum.
+    pub max: f64,
+    /// Latest value.
+    pub last: f64,
+}
+
+/// Raw samples of one metric in [since, until).
+pub async fn raw_series(
+    conn: &mut AnyConnection,
+    proxy_id: &str,
+    metric: &str,
+    since: i64,
+    until: i64,
+) -> Result<Vec<Point>> {
+    Ok(sqlx::query_as(
+        "SELECT ts AS t, 1 AS count, value AS avg, value AS min, value AS max, value AS last FROM stats_raw
+         WHERE proxy_id = $1 AND metric = $2 AND ts >= $3 AND ts < $4 ORDER BY ts LIMIT 10000",
+    )
+    .bind(proxy_id)
+    .bind(metric)
+    .bind(since)
+    .bind(until)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// 5-minute rollups of one metric whose bucket starts in [since, until).
+pub async fn rollup_series(
+    conn: &mut AnyConnection,
+    proxy_id: &str,
+    metric: &str,
+    since: i64,
+    until: i64,
+) -> Result<Vec<Point>> {
+    Ok(sqlx::query_as(
+        "SELECT bucket AS t, count, sum / count AS avg, min, max, last FROM stats_rollup
+         WHERE proxy_id = $1 AND metric = $2 AND bucket >= $3 AND bucket < $4 ORDER BY bucket LIMIT 10000",
+    )
+    .bind(proxy_id)
+    .bind(metric)
+    .bind(since - since.rem_euclid(ROLLUP_MS))
+    .bind(until)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Metric names a proxy has reported.
+pub async fn metric_names(conn: &mut AnyConnection, proxy_id: &str) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT metric FROM stats_rollup WHERE proxy_id = $1 ORDER BY metric",
+    )
+    .bind(proxy_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Latest value of each metric of each proxy seen since `since` (for dashboard aggregation).
+#[derive(Debug, Clone, FromRow)]
+pub struct LatestValue {
+    /// Proxy.
+    pub proxy_id: String,
+    /// Metric name.
+    pub metric: String,
+    /// Value.
+    pub last: f64,
+}
+
+/// Latest value per (proxy, metric) from rollups newer than `since`.
+pub async fn latest_values(conn: &mut AnyConnection, since: i64) -> Result<Vec<LatestValue>> {
+    Ok(sqlx::query_as(
+        "SELECT r.proxy_id, r.metric, r.last FROM stats_rollup r
+         JOIN (SELECT proxy_id, metric, MAX(bucket) AS bucket FROM stats_rollup WHERE bucket >= $1 GROUP BY proxy_id, metric) m
+           ON r.proxy_id = m.proxy_id AND r.metric = m.metric AND r.bucket = m.bucket",
+    )
+    .bind(since - since.rem_euclid(ROLLUP_MS))
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Applies retention: raw samples older than `raw_before`, rollups older than `rollup_before`,
+/// log lines older than `logs_before`. Returns the number of rows deleted.
+pub async fn apply_retention(
+    conn: &mut AnyConnection,
+    raw_before: i64,
+    rollup_before: i64,
+    logs_before: i64,
+) -> Result<u64> {
+    let mut n = sqlx::query("DELETE FROM stats_raw WHERE ts < $1")
+        .bind(raw_before)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    n += sqlx::query("DELETE FROM stats_rollup WHERE bucket < $1")
+        .bind(rollup_before)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    n += sqlx::query("DELETE FROM proxy_log_lines WHERE received_at < $1")
+        .bind(logs_before)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok(n)
+}
+
+/// One captured log line.
+#[derive(Debug, Clone, FromRow)]
+pub struct LogLine {
+    /// Sequence number (for `after` pagination).
+    pub id: i64,
+    /// Capture window it belongs to.
+    pub capture_id: Option<String>,
+    /// Time the agent saw it, epoch ms.
+    pub ts: i64,
+    /// The line.
+    pub line: String,
+}
+
+/// Appends captured lines.
+pub async fn insert_log_lines(
+    conn: &mut AnyConnection,
+    proxy_id: &str,
+    capture_id: Option<&str>,
+    lines: &[(i64, String)],
+    now: i64,
+) -> Result<()> {
+    for (ts, line) in lines {
+        sqlx::query(
+            "INSERT INTO proxy_log_lines (proxy_id, capture_id, ts, received_at, line) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(proxy_id)
+        .bind(capture_id)
+        .bind(*ts)
+        .bind(now)
+        .bind(line)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Lines of a proxy with id > `after`, oldest first.
+pub async fn log_lines(
+    conn: &mut AnyConnection,
+    proxy_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<LogLine>> {
+    Ok(sqlx::query_as(
+        "SELECT id, capture_id, ts, line FROM proxy_log_lines WHERE proxy_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+    )
+    .bind(proxy_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Bumps the sync generation (in the caller's transaction) so other replicas wake their waiters.
+pub async fn bump_generation(conn: &mut AnyConnection) -> Result<()> {
+    sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'sync_generation'")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Current sync generation.
+pub async fn generation(conn: &mut AnyConnection) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'sync_generation'")
+            .fetch_one(conn)
+            .await?,
+    )
+}
