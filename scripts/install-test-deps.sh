@@ -3,7 +3,7 @@
 # Apache Traffic Server (Debian's trafficserver), PostgreSQL, Chromium, a JRE for WireMock.
 set -euo pipefail
 
-packages=(trafficserver openjdk-17-jre-headless postgresql)
+packages=(trafficserver openjdk-17-jre-headless postgresql chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

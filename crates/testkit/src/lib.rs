@@ -15,6 +15,7 @@
 //! usable from plain `#[test]` functions and from any tokio runtime alike.
 
 pub mod ats;
+pub mod browser;
 pub mod client;
 pub mod dns;
 pub mod net;

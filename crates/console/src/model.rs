@@ -1,0 +1,372 @@
+//! What the console reads from the API: the subset of each answer the pages show. Fields are
+//! lenient (`default`) so an additive API change never breaks a page.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A user's role, ordered regular < admin < root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read-only.
+    #[default]
+    Regular,
+    /// Configs, approvals, log captures, regular users.
+    Admin,
+    /// Everything, including admins.
+    Root,
+}
+
+impl Role {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Regular => "regular",
+            Role::Admin => "admin",
+            Role::Root => "root",
+        }
+    }
+}
+
+/// An account.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct User {
+    /// Id.
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// Role.
+    pub role: Role,
+    /// Disabled accounts cannot log in.
+    pub disabled: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// `GET /api/v1/auth/me`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Me {
+    /// The user.
+    pub user: User,
+}
+
+/// A proxy.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Proxy {
+    /// Id.
+    pub id: String,
+    /// Hostname.
+    pub hostname: String,
+    /// Assigned config.
+    pub config_id: Option<String>,
+    /// Hash it should run.
+    pub desired_hash: Option<String>,
+    /// Hash it runs.
+    pub applied_hash: Option<String>,
+    /// Applied == desired.
+    pub in_sync: bool,
+    /// Last apply error.
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub last_seen_at: Option<String>,
+    /// Seen recently.
+    pub online: bool,
+    /// ATS version.
+    pub ats_version: Option<String>,
+    /// "9" or "10".
+    pub ats_major: String,
+    /// OS.
+    pub os: Option<String>,
+    /// Architecture.
+    pub arch: Option<String>,
+    /// RFC 3339.
+    pub enrolled_at: String,
+    /// Credential revoked.
+    pub revoked: bool,
+    /// Open log capture window end.
+    pub capture_until: Option<String>,
+}
+
+/// A config in lists.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// draft | pending_approval | active.
+    pub status: String,
+    /// Distributed version.
+    pub active_version: Option<i64>,
+    /// Draft or pending version.
+    pub working_version: Option<i64>,
+    /// Assigned proxies.
+    pub proxy_count: usize,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// One version of a config.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Version {
+    /// Number.
+    pub version: i64,
+    /// draft | pending_approval | active | superseded.
+    pub status: String,
+    /// Policy document.
+    pub policy: Value,
+    /// Hash per ATS major.
+    pub hashes: BTreeMap<String, String>,
+    /// User id.
+    pub created_by: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// User id.
+    pub submitted_by: Option<String>,
+    /// RFC 3339.
+    pub submitted_at: Option<String>,
+    /// User id.
+    pub approved_by: Option<String>,
+    /// RFC 3339.
+    pub approved_at: Option<String>,
+    /// RFC 3339.
+    pub rejected_at: Option<String>,
+    /// Reason of the last rejection.
+    pub reject_reason: Option<String>,
+    /// Restored from.
+    pub restored_from: Option<i64>,
+}
+
+/// A proxy reference.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct ProxyRef {
+    /// Id.
+    pub id: String,
+    /// Hostname.
+    pub hostname: String,
+}
+
+/// `GET /api/v1/configs/{id}`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct ConfigDetail {
+    /// Summary.
+    #[serde(flatten)]
+    pub config: Config,
+    /// Draft or pending.
+    pub working: Option<Version>,
+    /// Active.
+    pub active: Option<Version>,
+    /// Assigned proxies.
+    pub proxies: Vec<ProxyRef>,
+}
+
+/// One file's diff.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct FileDiff {
+    /// File name.
+    pub name: String,
+    /// added | removed | changed | unchanged.
+    pub status: String,
+    /// Unified diff.
+    pub diff: String,
+}
+
+/// `GET /api/v1/configs/{id}/diff`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Diff {
+    /// Old version.
+    pub from: i64,
+    /// New version.
+    pub to: i64,
+    /// ATS major of the files.
+    pub ats_major: String,
+    /// Policy diff.
+    pub policy_diff: String,
+    /// File diffs.
+    pub files: Vec<FileDiff>,
+}
+
+/// Dashboard counts.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct ProxyCounts {
+    /// Enrolled.
+    pub total: usize,
+    /// Online.
+    pub online: usize,
+    /// Offline.
+    pub offline: usize,
+    /// Revoked.
+    pub revoked: usize,
+}
+
+/// A drifting proxy.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Drift {
+    /// Proxy id.
+    pub proxy_id: String,
+    /// Hostname.
+    pub hostname: String,
+    /// Desired.
+    pub desired_hash: String,
+    /// Applied.
+    pub applied_hash: Option<String>,
+    /// Last error.
+    pub last_error: Option<String>,
+}
+
+/// `GET /api/v1/dashboard`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Dashboard {
+    /// Counts.
+    pub proxies: ProxyCounts,
+    /// Pending approvals.
+    pub pending_approvals: i64,
+    /// Drift.
+    pub drift: Vec<Drift>,
+    /// Aggregated latest values.
+    pub stats: BTreeMap<String, f64>,
+    /// RFC 3339.
+    pub generated_at: String,
+}
+
+/// One point of a series.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Point {
+    /// Epoch ms.
+    pub t_ms: i64,
+    /// Average in the bucket.
+    pub avg: f64,
+    /// Last in the bucket.
+    pub last: f64,
+}
+
+/// `GET /api/v1/proxies/{id}/stats`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct SeriesReply {
+    /// Metric.
+    pub metric: Option<String>,
+    /// Points.
+    pub points: Vec<Point>,
+    /// Metrics that have data.
+    pub available_metrics: Vec<String>,
+}
+
+/// A capture window.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Capture {
+    /// Opened by (user id).
+    pub opened_by: String,
+    /// RFC 3339.
+    pub opened_at: String,
+    /// RFC 3339.
+    pub until: String,
+    /// Still open.
+    pub open: bool,
+}
+
+/// One captured line.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct LogLine {
+    /// Id (cursor).
+    pub id: i64,
+    /// RFC 3339.
+    pub ts: String,
+    /// The text.
+    pub line: String,
+}
+
+/// `GET /api/v1/proxies/{id}/logs`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Logs {
+    /// Latest capture.
+    pub capture: Option<Capture>,
+    /// Lines.
+    pub lines: Vec<LogLine>,
+    /// Cursor for the next read.
+    pub next_after: i64,
+}
+
+/// One audit row.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct AuditEntry {
+    /// Id.
+    pub id: i64,
+    /// RFC 3339.
+    pub at: String,
+    /// Actor name.
+    pub actor: String,
+    /// Action.
+    pub action: String,
+    /// Entity type.
+    pub entity_type: String,
+    /// Entity id.
+    pub entity_id: Option<String>,
+    /// Old value.
+    pub old_value: Option<Value>,
+    /// New value.
+    pub new_value: Option<Value>,
+    /// Request id.
+    pub request_id: Option<String>,
+}
+
+/// `GET /api/v1/audit`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct AuditPage {
+    /// Rows, newest first.
+    pub items: Vec<AuditEntry>,
+    /// Cursor for older rows.
+    pub next_before: Option<i64>,
+}
+
+/// An API token.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Token {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+    /// RFC 3339.
+    pub last_used_at: Option<String>,
+    /// Revoked.
+    pub revoked: bool,
+}
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct CreatedToken {
+    /// The secret, shown once.
+    pub token: String,
+}

@@ -1,0 +1,713 @@
+//! The console in a real headless Chromium against a real `apm server` (in-process, SQLite in a
+//! temp dir, on a loopback port), driven as a person would: typing, clicking, reading the page.
+//! Agents are played by plain HTTP calls to the sync API. Screenshots of the main pages go to
+//! `$CARGO_TARGET_DIR/screenshots` (else `target/screenshots`).
+
+use std::time::Duration;
+
+use apm_testkit::browser::{Chromium, Tab};
+use serde_json::{Value, json};
+
+const ROOT_PASSWORD: &str = "root-password-1";
+
+struct Server {
+    running: apm_server::RunningServer,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Server {
+    async fn start(idle_timeout_secs: u64) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = apm_server::Settings {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: dir.path().join("data"),
+            root_password: Some(ROOT_PASSWORD.into()),
+            session_idle_timeout_secs: idle_timeout_secs,
+            log_level: "warn".into(),
+            ..apm_server::Settings::default()
+        };
+        let running = apm_server::spawn_with(settings, apm_console::router)
+            .await
+            .expect("start server");
+        Server {
+            running,
+            _dir: dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.running.url())
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let mut req = self
+            .http
+            .request(method.clone(), self.url(path))
+            .bearer_auth(bearer);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status();
+        let text = res.text().await.expect("body");
+        assert!(status.is_success(), "{method} {path} → {status}: {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    async fn login(&self, username: &str, password: &str) -> String {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/auth/login",
+                "",
+                Some(json!({"username": username, "password": password})),
+            )
+            .await;
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    /// Enrolls an agent identity and makes it report in; returns (proxy id, agent token).
+    async fn enroll(&self, root: &str, hostname: &str, ats: &str) -> (String, String) {
+        let t = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/enrollment-tokens",
+                root,
+                Some(json!({"note": "test"})),
+            )
+            .await;
+        let e = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/agents/enroll",
+                "",
+                Some(json!({"token": t["token"], "hostname": hostname})),
+            )
+            .await;
+        let agent = e["agent_token"].as_str().expect("agent token").to_string();
+        self.sync(hostname, &agent, ats, "").await;
+        (e["proxy_id"].as_str().expect("proxy id").to_string(), agent)
+    }
+
+    /// One plain sync poll as the agent; returns the answer.
+    async fn sync(&self, hostname: &str, agent: &str, ats: &str, hash: &str) -> Value {
+        let path = format!(
+            "/api/v1/sync?hostname={hostname}&hash={hash}&wait=0&ats_version={ats}&os=linux&arch=x86_64"
+        );
+        self.call(reqwest::Method::GET, &path, agent, None).await
+    }
+}
+
+async fn shot(tab: &Tab, name: &str) {
+    let path = tab.screenshot(name).await.expect("screenshot");
+    eprintln!("screenshot: {}", path.display());
+}
+
+async fn login(tab: &Tab, server: &Server, username: &str, password: &str) {
+    tab.wait_for("#login-form").await.expect("login form");
+    tab.fill("#username", username).await.expect("username");
+    tab.fill("#password", password).await.expect("password");
+    tab.click("#login-submit").await.expect("submit login");
+    tab.wait_for("#whoami").await.expect("logged in");
+    let who = tab.text("#whoami").await.expect("whoami");
+    assert!(
+        who.contains(username),
+        "logged in as {who}, expected {username} (at {})",
+        server.url("")
+    );
+}
+
+async fn logout(tab: &Tab) {
+    tab.click("#logout").await.expect("logout");
+    tab.wait_for("#login-form").await.expect("back at login");
+}
+
+/// The value of the field the editor shows for a rule.
+fn rule_value(i: usize) -> String {
+    format!("#f-rules-{i}-value")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
+    let server = Server::start(120).await;
+    let root = server.login("root", ROOT_PASSWORD).await;
+    let (proxy_id, agent) = server.enroll(&root, "edge-1.example", "9.2.5").await;
+    server.enroll(&root, "edge-2.example", "10.1.0").await;
+    // Metric samples over the last minutes, so the charts have lines.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    for i in 0..12u64 {
+        let ts = now - (11 - i) * 60;
+        server
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/sync/stats",
+                &agent,
+                Some(
+                    json!({"hostname": "edge-1.example", "timestamp": ts.to_string(), "metrics": {
+                        "proxy.process.http.current_client_connections": (40 + (i * 7) % 25) as f64,
+                        "proxy.process.cache.ram_cache.hits": (1000 + i * 130) as f64,
+                        "proxy.process.cache.ram_cache.misses": (200 + i * 20) as f64,
+                    }}),
+                ),
+            )
+            .await;
+    }
+
+    let chromium = Chromium::launch().await.expect("chromium");
+    let tab = chromium.new_tab().await.expect("tab");
+
+    // Not logged in: the console sends us to the login page.
+    tab.goto(&server.url("/")).await.expect("open console");
+    tab.wait_for_path("/login")
+        .await
+        .expect("redirected to login");
+    shot(&tab, "01-login").await;
+
+    // A wrong password is refused on the page.
+    tab.fill("#username", "root").await.expect("user");
+    tab.fill("#password", "wrong-password").await.expect("pw");
+    tab.click("#login-submit").await.expect("submit");
+    tab.wait_for("#login-error")
+        .await
+        .expect("login error shown");
+
+    // Root logs in and creates an admin.
+    login(&tab, &server, "root", ROOT_PASSWORD).await;
+    tab.wait_for("#stat-online").await.expect("dashboard");
+    assert_eq!(tab.text("#stat-online .num").await.expect("online"), "2");
+    shot(&tab, "02-dashboard").await;
+
+    tab.click("a[href='/users']").await.expect("users nav");
+    tab.wait_for("#create-user-form").await.expect("users page");
+    tab.fill("#new-username", "alice").await.expect("username");
+    tab.fill("#new-password", "alice-password-1")
+        .await
+        .expect("password");
+    tab.select("#new-role", "admin").await.expect("role");
+    tab.click("#create-user").await.expect("create user");
+    tab.wait_for("#user-alice").await.expect("alice listed");
+    // innerText applies the badge's text-transform, hence the lowercase.
+    assert!(
+        tab.text("#user-alice")
+            .await
+            .expect("row")
+            .to_lowercase()
+            .contains("admin")
+    );
+    shot(&tab, "03-users").await;
+    logout(&tab).await;
+
+    // The admin logs in and creates a config from the default template.
+    login(&tab, &server, "alice", "alice-password-1").await;
+    tab.click("a[href='/configs']").await.expect("configs nav");
+    tab.click("#new-config").await.expect("new config");
+    tab.fill("#name", "prod-edge").await.expect("name");
+    tab.fill("#description", "Edge proxies of the production clusters")
+        .await
+        .expect("description");
+    tab.click("#create-config").await.expect("create");
+    tab.wait_for("#editor").await.expect("editor");
+    let rules_before: usize = tab
+        .eval("document.querySelectorAll('#rules-editor tbody tr').length")
+        .await
+        .expect("count rules");
+    assert!(rules_before >= 5, "the template has its rules");
+
+    // Add a rule with a bad CIDR: the error shows next to that input.
+    tab.click("#f-add_rule").await.expect("add rule");
+    let new = rule_value(rules_before);
+    tab.wait_for(&new).await.expect("new rule row");
+    let focused: String = tab.eval("document.activeElement.id").await.expect("focus");
+    assert_eq!(
+        focused,
+        new.trim_start_matches('#'),
+        "the new rule's input has the focus"
+    );
+    tab.select(&format!("#f-rules-{rules_before}-match"), "ip")
+        .await
+        .expect("match ip");
+    tab.fill(&new, "10.300.0.0/8").await.expect("bad cidr");
+    tab.fill(
+        &format!("#f-rules-{rules_before}-comment"),
+        "carrier-grade NAT",
+    )
+    .await
+    .expect("comment");
+    tab.click("#save-draft").await.expect("save");
+    tab.wait_for("#error-summary").await.expect("error summary");
+    let err_id = format!("{new}-err");
+    let message = tab.text(&err_id).await.expect("error next to the field");
+    assert!(
+        !message.trim().is_empty(),
+        "an error message next to the CIDR input"
+    );
+    let invalid: String = tab
+        .eval(&format!(
+            "document.querySelector('{new}').getAttribute('aria-invalid')"
+        ))
+        .await
+        .expect("aria-invalid");
+    assert_eq!(invalid, "true");
+    assert_eq!(
+        tab.value(&new).await.expect("typed value kept"),
+        "10.300.0.0/8"
+    );
+    shot(&tab, "04-editor-validation-error").await;
+
+    // Fix it and save.
+    tab.fill(&new, "100.64.0.0/10").await.expect("good cidr");
+    tab.click("#save-draft").await.expect("save");
+    tab.wait_for("#config-status").await.expect("config page");
+    tab.wait_for_text("Draft saved")
+        .await
+        .expect("saved notice");
+    assert!(
+        tab.text("#rules-table")
+            .await
+            .expect("rules")
+            .contains("100.64.0.0/10")
+    );
+
+    // Explain a URL, with htmx answering in place.
+    tab.fill("#explain-url", "http://100.64.1.2/status")
+        .await
+        .expect("url");
+    tab.click("#explain-submit").await.expect("explain");
+    tab.wait_for("#explain-action").await.expect("explanation");
+    assert_eq!(tab.text("#explain-action").await.expect("action"), "DIRECT");
+    assert!(
+        tab.text("#explain-rule")
+            .await
+            .expect("rule")
+            .contains(&format!("rule {}", rules_before + 1))
+    );
+    tab.fill("#explain-url", "https://api.github.com/")
+        .await
+        .expect("url");
+    tab.click("#explain-submit").await.expect("explain");
+    tab.wait_until(
+        "document.querySelector('#explain-action') && document.querySelector('#explain-action').innerText === 'PARENT'",
+        "explain PARENT",
+    )
+    .await
+    .expect("parent explanation");
+
+    // Assign the proxy, then submit.
+    tab.click(&format!("#assign-form input[value='{proxy_id}']"))
+        .await
+        .expect("tick proxy");
+    tab.click("#assign-submit").await.expect("assign");
+    tab.wait_for("#assigned-table").await.expect("assigned");
+    assert!(
+        tab.text("#assigned-table")
+            .await
+            .expect("table")
+            .contains("edge-1.example")
+    );
+    let before: Value = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/proxies/{proxy_id}"),
+            &root,
+            None,
+        )
+        .await;
+    assert!(
+        before["desired_hash"].is_null(),
+        "no active version yet: {before}"
+    );
+    shot(&tab, "05-config").await;
+
+    tab.click("#submit-approval").await.expect("submit");
+    tab.wait_for("#approve-start").await.expect("pending");
+    assert_eq!(
+        tab.text("#config-status").await.expect("status"),
+        "Pending approval"
+    );
+
+    // Step two: the confirmation page. Without the explicit tick nothing is approved, even when
+    // the browser's own check is bypassed.
+    tab.click("#approve-start").await.expect("approve…");
+    tab.wait_for("#approve-form")
+        .await
+        .expect("confirmation page");
+    shot(&tab, "06-approve-confirmation").await;
+    tab.eval::<bool>(
+        "(() => { document.querySelector('#approve-confirm').required = false; return true; })()",
+    )
+    .await
+    .expect("drop required");
+    tab.click("#approve-submit")
+        .await
+        .expect("confirm without tick");
+    tab.wait_for("#approve-error").await.expect("tick required");
+    tab.click("#approve-confirm").await.expect("tick");
+    tab.click("#approve-submit").await.expect("confirm");
+    tab.wait_for_text("Approved")
+        .await
+        .expect("approved notice");
+    assert_eq!(tab.text("#config-status").await.expect("status"), "Active");
+    assert!(
+        tab.text("#active-version")
+            .await
+            .expect("active")
+            .contains("v1")
+    );
+
+    // The proxy's desired hash changed to the approved version's ATS 9 hash.
+    let detail: Value = server
+        .call(reqwest::Method::GET, "/api/v1/configs", &root, None)
+        .await;
+    let config_id = detail[0]["id"].as_str().expect("config id").to_string();
+    let cfg: Value = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/configs/{config_id}"),
+            &root,
+            None,
+        )
+        .await;
+    let hash9 = cfg["active"]["hashes"]["9"]
+        .as_str()
+        .expect("hash 9")
+        .to_string();
+    tab.goto(&server.url(&format!("/proxies/{proxy_id}")))
+        .await
+        .expect("proxy page");
+    assert_eq!(tab.text("#desired-hash").await.expect("desired"), hash9);
+    assert_eq!(tab.text("#applied-hash").await.expect("applied"), "—");
+
+    // The agent applies it and acknowledges; the page then shows it in sync.
+    let bundle = server.sync("edge-1.example", &agent, "9.2.5", "").await;
+    assert_eq!(bundle["hash"].as_str(), Some(hash9.as_str()));
+    server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/sync/ack",
+            &agent,
+            Some(json!({"hostname": "edge-1.example", "hash": hash9, "status": "ok"})),
+        )
+        .await;
+
+    // Log capture with the live view: lines shipped by the agent appear without a reload.
+    tab.goto(&server.url(&format!("/proxies/{proxy_id}")))
+        .await
+        .expect("proxy page");
+    assert_eq!(tab.text("#applied-hash").await.expect("applied"), hash9);
+    tab.select("#minutes", "2").await.expect("minutes");
+    tab.click("#capture-start").await.expect("start capture");
+    tab.wait_for_text("Log capture started")
+        .await
+        .expect("capture started");
+    server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/sync/logs",
+            &agent,
+            Some(json!({"hostname": "edge-1.example", "lines": [
+                "[Nov 21 22:40:01.123] DIAG: (parent_select) parent 10.96.215.26:3128 chosen for api.github.com",
+                "[Nov 21 22:40:01.456] DIAG: (http) dest_ip 100.64.1.2 goes direct"
+            ]})),
+        )
+        .await;
+    tab.wait_until_for(
+        "document.querySelectorAll('#log-view .logline').length >= 2",
+        "live log lines",
+        Duration::from_secs(8),
+    )
+    .await
+    .expect("lines arrive in the live view");
+    assert!(
+        tab.text("#log-view")
+            .await
+            .expect("log")
+            .contains("parent_select")
+    );
+    shot(&tab, "07-proxy-detail").await;
+
+    tab.goto(&server.url("/proxies")).await.expect("proxies");
+    tab.wait_for("#proxies-table").await.expect("table");
+    shot(&tab, "08-proxies").await;
+
+    // The audit trail has the approval, with old and new values side by side.
+    tab.click("a[href='/audit']").await.expect("audit nav");
+    tab.fill("#a-action", "config.approve")
+        .await
+        .expect("filter");
+    tab.click("#audit-filter").await.expect("apply filter");
+    tab.wait_until(
+        "location.search.includes('action=config.approve') && document.readyState === 'complete'",
+        "filtered audit page",
+    )
+    .await
+    .expect("filter applied");
+    tab.wait_for("tr[data-action='config.approve']")
+        .await
+        .expect("approval row");
+    let rows: usize = tab
+        .eval("document.querySelectorAll('#audit-table tbody tr').length")
+        .await
+        .expect("rows");
+    assert_eq!(rows, 1, "only the approval matches the filter");
+    tab.click("tr[data-action='config.approve'] summary")
+        .await
+        .expect("open change");
+    let old = tab
+        .text("tr[data-action='config.approve'] pre.old")
+        .await
+        .expect("old");
+    let new = tab
+        .text("tr[data-action='config.approve'] pre.new")
+        .await
+        .expect("new");
+    assert!(old.contains("pending_approval"), "old value: {old}");
+    assert!(new.contains("\"active\""), "new value: {new}");
+    assert!(
+        tab.text("tr[data-action='config.approve']")
+            .await
+            .expect("row")
+            .contains("alice")
+    );
+    shot(&tab, "09-audit").await;
+
+    // A second version, then history and diff.
+    tab.goto(&server.url(&format!("/configs/{config_id}/edit")))
+        .await
+        .expect("edit");
+    tab.click("#f-add_rule").await.expect("add rule");
+    let v2 = rule_value(rules_before + 1);
+    tab.fill(&v2, "corp.example").await.expect("domain");
+    tab.click("#save-draft").await.expect("save v2");
+    tab.wait_for_text("Draft saved").await.expect("v2 saved");
+    tab.click("#history-link").await.expect("history");
+    tab.wait_for("#versions-table").await.expect("versions");
+    tab.click("#diff-submit").await.expect("diff");
+    tab.wait_for("#policy-diff").await.expect("policy diff");
+    assert!(
+        tab.text("#policy-diff")
+            .await
+            .expect("diff")
+            .contains("corp.example")
+    );
+    shot(&tab, "10-diff").await;
+
+    // The dashboard now shows the drift of nothing and the charts.
+    tab.goto(&server.url("/")).await.expect("dashboard");
+    tab.wait_for("svg.chart polyline")
+        .await
+        .expect("a chart with a line");
+    shot(&tab, "11-dashboard-after").await;
+
+    // API tokens of the current user: shown once.
+    tab.click("a[href='/tokens']").await.expect("tokens");
+    tab.fill("#token-name", "ci-deploy")
+        .await
+        .expect("token name");
+    tab.fill("#token-days", "30").await.expect("days");
+    tab.click("#create-token").await.expect("create token");
+    tab.wait_for("#new-token").await.expect("token shown");
+    let token = tab.text("#new-token").await.expect("token");
+    assert!(token.starts_with("apmt_"), "{token}");
+    let me: Value = server
+        .call(reqwest::Method::GET, "/api/v1/auth/me", token.trim(), None)
+        .await;
+    assert_eq!(me["user"]["username"], "alice");
+    shot(&tab, "12-tokens").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to_login() {
+    let server = Server::start(3).await;
+    // Sessions die after 3 s here, so the test's own API calls use an API token.
+    let session = server.login("root", ROOT_PASSWORD).await;
+    let token = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/tokens",
+            &session,
+            Some(json!({"name": "test"})),
+        )
+        .await;
+    let root = token["token"].as_str().expect("api token").to_string();
+    server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/users",
+            &root,
+            Some(json!({"username": "bob", "password": "bob-password-1", "role": "regular"})),
+        )
+        .await;
+    let template = server
+        .call(reqwest::Method::GET, "/api/v1/policy/template", &root, None)
+        .await;
+    let created = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/configs",
+            &root,
+            Some(json!({"name": "lab", "description": "lab proxies", "policy": template})),
+        )
+        .await;
+    let config_id = created["id"].as_str().expect("id").to_string();
+
+    let chromium = Chromium::launch().await.expect("chromium");
+    let tab = chromium.new_tab().await.expect("tab");
+    tab.goto(&server.url("/login")).await.expect("login page");
+    login(&tab, &server, "bob", "bob-password-1").await;
+    assert!(tab.exists("#readonly-note").await.expect("note"));
+
+    // No edit controls anywhere.
+    tab.goto(&server.url("/configs")).await.expect("configs");
+    tab.wait_for("#configs-table").await.expect("list");
+    assert!(!tab.exists("#new-config").await.expect("new button"));
+    tab.goto(&server.url(&format!("/configs/{config_id}")))
+        .await
+        .expect("config");
+    tab.wait_for("#config-status").await.expect("config page");
+    for control in [
+        "#edit-link",
+        "#submit-approval",
+        "#approve-start",
+        "#assign-form",
+        "#reject-form",
+    ] {
+        assert!(
+            !tab.exists(control).await.expect("query"),
+            "{control} must not be shown to a regular user"
+        );
+    }
+    // Reading still works: explain is not a change.
+    tab.fill("#explain-url", "http://10.1.2.3/")
+        .await
+        .expect("url");
+    tab.click("#explain-submit").await.expect("explain");
+    tab.wait_for("#explain-action").await.expect("explained");
+    tab.goto(&server.url("/users")).await.expect("users");
+    tab.wait_for("#users-table").await.expect("users list");
+    assert!(!tab.exists("#create-user-form").await.expect("query"));
+
+    // Forcing an edit URL: a clear 403 page.
+    tab.goto(&server.url(&format!("/configs/{config_id}/edit")))
+        .await
+        .expect("forced edit");
+    tab.wait_for("#error-page").await.expect("error page");
+    assert_eq!(
+        tab.eval::<String>("document.querySelector('#error-page').dataset.status")
+            .await
+            .expect("status"),
+        "403"
+    );
+    assert!(tab.text("h1").await.expect("h1").contains("Not allowed"));
+    shot(&tab, "13-forbidden").await;
+
+    // Forcing a POST with a valid CSRF token: the API refuses it, the page says so.
+    tab.goto(&server.url(&format!("/configs/{config_id}")))
+        .await
+        .expect("config");
+    tab.wait_for("#config-status").await.expect("config page");
+    tab.eval::<bool>(&format!(
+        "(() => {{ const f = document.createElement('form'); f.method = 'post'; f.action = '/configs/{config_id}/submit'; \
+         const i = document.createElement('input'); i.type = 'hidden'; i.name = '_csrf'; \
+         i.value = document.querySelector('meta[name=apm-csrf]').content; f.appendChild(i); document.body.appendChild(f); f.submit(); return true; }})()"
+    ))
+    .await
+    .expect("forced post");
+    tab.wait_for("#error-page").await.expect("error page");
+    assert_eq!(
+        tab.eval::<String>("document.querySelector('#error-page').dataset.status")
+            .await
+            .expect("status"),
+        "403"
+    );
+    assert!(
+        tab.text("#error-detail")
+            .await
+            .expect("detail")
+            .contains("admin")
+    );
+    let cfg: Value = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/configs/{config_id}"),
+            &root,
+            None,
+        )
+        .await;
+    assert_eq!(cfg["status"], "draft", "nothing changed");
+
+    // A POST without the CSRF token is refused before reaching the API.
+    tab.goto(&server.url("/tokens")).await.expect("tokens");
+    tab.eval::<bool>(
+        "(() => { const f = document.querySelector('#create-token-form'); f.querySelector('[name=_csrf]').value = 'forged'; \
+         f.querySelector('#token-name').value = 'x'; f.submit(); return true; })()",
+    )
+    .await
+    .expect("forged post");
+    tab.wait_for("#error-page").await.expect("csrf error page");
+    assert!(tab.text("h1").await.expect("h1").contains("Form expired"));
+    let tokens: Value = server
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/tokens",
+            &server.login("bob", "bob-password-1").await,
+            None,
+        )
+        .await;
+    assert_eq!(
+        tokens.as_array().map(Vec::len),
+        Some(0),
+        "no token was created"
+    );
+
+    // The session dies (no beacon for longer than the idle timeout): the page says so, keeps
+    // what was typed, and returns to login; after logging in the input is back.
+    tab.goto(&server.url("/audit")).await.expect("audit");
+    tab.wait_for("#audit-filters").await.expect("filters");
+    tab.fill("#a-actor", "someone-typed-this")
+        .await
+        .expect("type");
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    tab.eval::<Value>("window.apmBeacon().then(() => true)")
+        .await
+        .ok();
+    tab.wait_until(
+        "!document.querySelector('#session-ended').hidden",
+        "session-ended notice",
+    )
+    .await
+    .expect("notice shown");
+    shot(&tab, "14-session-ended").await;
+    tab.wait_until_for(
+        "location.pathname === '/login' && document.readyState === 'complete'",
+        "back at login",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("returned to login");
+    assert!(
+        tab.text("#login-notice")
+            .await
+            .expect("notice")
+            .contains("session ended")
+    );
+    login(&tab, &server, "bob", "bob-password-1").await;
+    tab.wait_for_path("/audit")
+        .await
+        .expect("back where we were");
+    tab.wait_for("#restored-note").await.expect("restored note");
+    assert_eq!(
+        tab.value("#a-actor").await.expect("actor"),
+        "someone-typed-this"
+    );
+}

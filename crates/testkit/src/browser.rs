@@ -1,0 +1,576 @@
+//! A real headless Chromium (Debian's `chromium` package) driven over the DevTools protocol.
+//!
+//! [`Chromium::launch`] starts `chromium --headless=new --no-sandbox` (tests run as root) with a
+//! fresh `--user-data-dir` in a temp dir and every background feature that would talk to the
+//! network switched off (component updates, QUIC, sync, background networking), listening for
+//! DevTools on a loopback port it picks itself (read back from `DevToolsActivePort`). Chromium
+//! runs in its own process group; [`Drop`] kills that group by PID (renderers and the zygote
+//! included), also while a test panics, and a small watchdog process kills it if the test process
+//! dies without running `Drop`.
+//!
+//! One browser serves a whole test binary: [`Chromium::new_tab`] opens a tab in a *fresh
+//! browser context* (its own cookie jar and storage), so each simulated user is isolated without
+//! paying for another browser start.
+//!
+//! [`Tab`] wraps a page with the few verbs an end-to-end test needs (go to, wait for a selector,
+//! click, type with real key events, read text, run a script, take a screenshot). Screenshots go
+//! to [`screenshot_dir`]: `$CARGO_TARGET_DIR/screenshots`, else `target/screenshots` at the
+//! workspace root.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
+use chromiumoxide::cdp::browser_protocol::input::InsertTextParams;
+use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
+use chromiumoxide::cdp::browser_protocol::target::{
+    CreateBrowserContextParams, CreateTargetParams,
+};
+use chromiumoxide::handler::HandlerConfig;
+use chromiumoxide::handler::viewport::Viewport;
+use chromiumoxide::page::ScreenshotParams;
+use chromiumoxide::{Browser, Page};
+use futures::StreamExt;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde::de::DeserializeOwned;
+
+/// Where Debian installs Chromium; override with `APM_CHROMIUM`.
+pub const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
+/// How long [`Tab`] waits for a selector or condition by default.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
+/// Errors of the browser harness.
+#[derive(Debug, thiserror::Error)]
+pub enum BrowserError {
+    /// Starting Chromium or reading its files failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Chromium did not come up; carries the tail of its stderr.
+    #[error("chromium did not start: {reason}\n--- chromium stderr (tail) ---\n{stderr}")]
+    Start {
+        /// Why.
+        reason: String,
+        /// Tail of its stderr.
+        stderr: String,
+    },
+    /// A DevTools command failed.
+    #[error("devtools: {what}: {message}")]
+    Cdp {
+        /// What was being done.
+        what: String,
+        /// The protocol error.
+        message: String,
+    },
+    /// A wait ran out of time.
+    #[error("timed out after {waited:?} waiting for {what} (page: {url})")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        waited: Duration,
+        /// The page's URL at that moment.
+        url: String,
+    },
+    /// A script returned something of an unexpected shape.
+    #[error("script {script:?} returned an unexpected value: {message}")]
+    Script {
+        /// The script (truncated).
+        script: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrowserError {
+    let what = what.into();
+    move |source| BrowserError::Io { what, source }
+}
+
+fn cdp(what: impl Into<String>) -> impl FnOnce(chromiumoxide::error::CdpError) -> BrowserError {
+    let what = what.into();
+    move |e| BrowserError::Cdp {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// Directory screenshots are written to (created on demand).
+pub fn screenshot_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("screenshots"),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots"),
+    }
+}
+
+/// A running headless Chromium. Dropping it kills the browser's process group.
+pub struct Chromium {
+    browser: Browser,
+    handler: tokio::task::JoinHandle<()>,
+    child: Child,
+    watchdog: Option<Child>,
+    profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    /// Starts Chromium and connects to it. Must be called inside a tokio runtime (the DevTools
+    /// connection is driven by a task on it).
+    pub async fn launch() -> Result<Chromium, BrowserError> {
+        let exe = std::env::var("APM_CHROMIUM").unwrap_or_else(|_| DEFAULT_CHROMIUM.to_string());
+        if !Path::new(&exe).exists() {
+            return Err(BrowserError::Start {
+                reason: format!(
+                    "{exe} not found: install Debian's `chromium` (scripts/install-test-deps.sh) or set APM_CHROMIUM"
+                ),
+                stderr: String::new(),
+            });
+        }
+        let profile = tempfile::Builder::new()
+            .prefix("apm-chromium-")
+            .tempdir()
+            .map_err(io("creating the Chromium profile dir"))?;
+        let stderr_path = profile.path().join("stderr.log");
+        let stderr = fs::File::create(&stderr_path).map_err(io("creating chromium stderr.log"))?;
+        let data_dir = profile.path().join("data");
+        let mut command = Command::new(&exe);
+        command
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "--disable-component-update",
+                "--disable-quic",
+                "--disable-background-networking",
+                "--disable-sync",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-default-apps",
+                "--disable-extensions",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication",
+                "--password-store=basic",
+                "--use-mock-keychain",
+                "--hide-scrollbars",
+                "--mute-audio",
+                "--window-size=1440,900",
+            ])
+            .arg(format!("--user-data-dir={}", data_dir.display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr));
+        // Own process group: renderers and the zygote are killed with it.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command.spawn().map_err(io(format!("starting {exe}")))?;
+        let pid = child.id();
+        let watchdog = Command::new("setsid")
+            .args([
+                "sh",
+                "-c",
+                "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; kill -KILL -- -\"$2\" 2>/dev/null",
+                "apm-chromium-watchdog",
+                &std::process::id().to_string(),
+                &pid.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
+
+        let tail = |path: &Path| {
+            let text = fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
+        // Chromium writes the chosen port and the browser target's path to this file.
+        let port_file = data_dir.join("DevToolsActivePort");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let ws_url = loop {
+            if let Ok(text) = fs::read_to_string(&port_file) {
+                let mut lines = text.lines();
+                if let (Some(port), Some(path)) = (lines.next(), lines.next())
+                    && port.trim().parse::<u16>().is_ok()
+                {
+                    break format!("ws://127.0.0.1:{}{}", port.trim(), path.trim());
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                kill_group(pid);
+                return Err(BrowserError::Start {
+                    reason: format!("chromium exited with {status}"),
+                    stderr: tail(&stderr_path),
+                });
+            }
+            if Instant::now() > deadline {
+                kill_group(pid);
+                let _ = child.wait();
+                return Err(BrowserError::Start {
+                    reason: "no DevToolsActivePort after 30 s".into(),
+                    stderr: tail(&stderr_path),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let config = HandlerConfig {
+            viewport: Some(Viewport {
+                width: 1440,
+                height: 900,
+                device_scale_factor: Some(1.0),
+                emulating_mobile: false,
+                is_landscape: true,
+                has_touch: false,
+            }),
+            request_timeout: Duration::from_secs(30),
+            ..HandlerConfig::default()
+        };
+        let connected = Browser::connect_with_config(ws_url.clone(), config).await;
+        let (browser, mut handler) = match connected {
+            Ok(pair) => pair,
+            Err(e) => {
+                kill_group(pid);
+                let _ = child.wait();
+                return Err(BrowserError::Start {
+                    reason: format!("connecting to {ws_url}: {e}"),
+                    stderr: tail(&stderr_path),
+                });
+            }
+        };
+        // Some events fail to decode on newer Chromium versions; those errors are per message,
+        // so the loop only ends when the connection does.
+        let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
+        Ok(Chromium {
+            browser,
+            handler,
+            child,
+            watchdog,
+            profile,
+        })
+    }
+
+    /// The Chromium version string (e.g. `Chrome/156.0...`).
+    pub async fn version(&self) -> Result<String, BrowserError> {
+        Ok(self
+            .browser
+            .version()
+            .await
+            .map_err(cdp("Browser.getVersion"))?
+            .product)
+    }
+
+    /// Opens a tab in a new, isolated browser context (own cookies and storage).
+    pub async fn new_tab(&self) -> Result<Tab, BrowserError> {
+        let context: BrowserContextId = self
+            .browser
+            .create_browser_context(CreateBrowserContextParams::default())
+            .await
+            .map_err(cdp("Target.createBrowserContext"))?;
+        let params = CreateTargetParams::builder()
+            .url("about:blank")
+            .browser_context_id(context)
+            .build()
+            .map_err(|message| BrowserError::Cdp {
+                what: "building Target.createTarget".into(),
+                message,
+            })?;
+        let page = self
+            .browser
+            .new_page(params)
+            .await
+            .map_err(cdp("Target.createTarget"))?;
+        Ok(Tab { page })
+    }
+
+    /// The profile dir (holds `stderr.log`, useful when a test fails).
+    pub fn profile_dir(&self) -> &Path {
+        self.profile.path()
+    }
+}
+
+fn kill_group(pid: u32) {
+    if let Ok(raw) = i32::try_from(pid) {
+        let _ = killpg(Pid::from_raw(raw), Signal::SIGKILL);
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        self.handler.abort();
+        kill_group(self.child.id());
+        let _ = self.child.wait();
+        if let Some(mut w) = self.watchdog.take() {
+            if let Ok(raw) = i32::try_from(w.id()) {
+                let _ = killpg(Pid::from_raw(raw), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
+            }
+            let _ = w.wait();
+        }
+    }
+}
+
+/// One browser tab.
+pub struct Tab {
+    page: Page,
+}
+
+/// JSON-quotes a string for embedding in a script.
+fn js(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+impl Tab {
+    /// The underlying chromiumoxide page, for anything not wrapped here.
+    pub fn page(&self) -> &Page {
+        &self.page
+    }
+
+    /// Navigates and waits for the load.
+    pub async fn goto(&self, url: &str) -> Result<(), BrowserError> {
+        self.page
+            .goto(url)
+            .await
+            .map_err(cdp(format!("navigating to {url}")))?;
+        Ok(())
+    }
+
+    /// The current URL.
+    pub async fn url(&self) -> String {
+        self.page.url().await.ok().flatten().unwrap_or_default()
+    }
+
+    /// Evaluates an expression and deserializes its (JSON-able) value.
+    pub async fn eval<T: DeserializeOwned>(&self, script: &str) -> Result<T, BrowserError> {
+        let result = self
+            .page
+            .evaluate(script)
+            .await
+            .map_err(cdp(format!("evaluating {}", short(script))))?;
+        result.into_value().map_err(|e| BrowserError::Script {
+            script: short(script),
+            message: e.to_string(),
+        })
+    }
+
+    /// Polls `condition` (a boolean JS expression) until it holds. Errors during navigation
+    /// (the page's context being replaced) count as "not yet".
+    pub async fn wait_until(&self, condition: &str, what: &str) -> Result<(), BrowserError> {
+        self.wait_until_for(condition, what, DEFAULT_WAIT).await
+    }
+
+    /// [`Tab::wait_until`] with an explicit timeout.
+    pub async fn wait_until_for(
+        &self,
+        condition: &str,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
+        let start = Instant::now();
+        let script = format!(
+            "(() => {{ try {{ return !!({condition}); }} catch (e) {{ return false; }} }})()"
+        );
+        loop {
+            if let Ok(true) = self.eval::<bool>(&script).await {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(BrowserError::Timeout {
+                    what: what.to_string(),
+                    waited: timeout,
+                    url: self.url().await,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until an element matches `selector`.
+    pub async fn wait_for(&self, selector: &str) -> Result<(), BrowserError> {
+        self.wait_until(
+            &format!("document.querySelector({})", js(selector)),
+            &format!("selector {selector}"),
+        )
+        .await
+    }
+
+    /// Waits until the page's visible text contains `text`.
+    pub async fn wait_for_text(&self, text: &str) -> Result<(), BrowserError> {
+        self.wait_until(
+            &format!(
+                "document.body && document.body.innerText.includes({})",
+                js(text)
+            ),
+            &format!("text {text:?}"),
+        )
+        .await
+    }
+
+    /// Waits until the URL's path (plus query) satisfies `starts_with`.
+    pub async fn wait_for_path(&self, prefix: &str) -> Result<(), BrowserError> {
+        self.wait_until(
+            &format!(
+                "document.readyState === 'complete' && (location.pathname + location.search).startsWith({})",
+                js(prefix)
+            ),
+            &format!("path starting with {prefix}"),
+        )
+        .await
+    }
+
+    /// Clicks the element (a real mouse click at its centre, after scrolling it into view).
+    pub async fn click(&self, selector: &str) -> Result<(), BrowserError> {
+        self.wait_for(selector).await?;
+        let element = self
+            .page
+            .find_element(selector)
+            .await
+            .map_err(cdp(format!("finding {selector}")))?;
+        element
+            .scroll_into_view()
+            .await
+            .map_err(cdp(format!("scrolling to {selector}")))?;
+        element
+            .click()
+            .await
+            .map_err(cdp(format!("clicking {selector}")))?;
+        Ok(())
+    }
+
+    /// Clears an input or textarea and types `text` with real key events.
+    pub async fn fill(&self, selector: &str, text: &str) -> Result<(), BrowserError> {
+        self.wait_for(selector).await?;
+        self.eval::<bool>(&format!(
+            "(() => {{ const e = document.querySelector({}); e.focus(); e.value = ''; return true; }})()",
+            js(selector)
+        ))
+        .await?;
+        let element = self
+            .page
+            .find_element(selector)
+            .await
+            .map_err(cdp(format!("finding {selector}")))?;
+        // Key events for what the US layout has; text insertion (as an IME would) for the rest.
+        let mut run = String::new();
+        for ch in text.chars().chain(std::iter::once('\0')) {
+            if ch.is_ascii() && ch != '\0' {
+                run.push(ch);
+                continue;
+            }
+            if !run.is_empty() {
+                element
+                    .type_str(&run)
+                    .await
+                    .map_err(cdp(format!("typing into {selector}")))?;
+                run.clear();
+            }
+            if ch != '\0' {
+                self.page
+                    .execute(InsertTextParams::new(ch.to_string()))
+                    .await
+                    .map_err(cdp(format!("inserting text into {selector}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Selects the `<option>` with `value` in a `<select>` and fires `change`.
+    pub async fn select(&self, selector: &str, value: &str) -> Result<(), BrowserError> {
+        self.wait_for(selector).await?;
+        let ok: bool = self
+            .eval(&format!(
+                "(() => {{ const e = document.querySelector({}); \
+                 if (![...e.options].some(o => o.value === {v})) return false; \
+                 e.value = {v}; e.dispatchEvent(new Event('change', {{bubbles: true}})); return true; }})()",
+                js(selector),
+                v = js(value)
+            ))
+            .await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(BrowserError::Script {
+                script: format!("select {selector}"),
+                message: format!("no option with value {value:?}"),
+            })
+        }
+    }
+
+    /// Presses a key (e.g. `"Enter"`, `"Tab"`) on the focused element.
+    pub async fn press(&self, selector: &str, key: &str) -> Result<(), BrowserError> {
+        let element = self
+            .page
+            .find_element(selector)
+            .await
+            .map_err(cdp(format!("finding {selector}")))?;
+        element
+            .press_key(key)
+            .await
+            .map_err(cdp(format!("pressing {key} on {selector}")))?;
+        Ok(())
+    }
+
+    /// The visible text of the first element matching `selector`.
+    pub async fn text(&self, selector: &str) -> Result<String, BrowserError> {
+        self.wait_for(selector).await?;
+        self.eval(&format!(
+            "document.querySelector({}).innerText",
+            js(selector)
+        ))
+        .await
+    }
+
+    /// Whether an element matches `selector` right now.
+    pub async fn exists(&self, selector: &str) -> Result<bool, BrowserError> {
+        self.eval(&format!(
+            "document.querySelector({}) !== null",
+            js(selector)
+        ))
+        .await
+    }
+
+    /// The value of an input.
+    pub async fn value(&self, selector: &str) -> Result<String, BrowserError> {
+        self.wait_for(selector).await?;
+        self.eval(&format!("document.querySelector({}).value", js(selector)))
+            .await
+    }
+
+    /// Saves a full-page PNG as `<screenshot_dir>/<name>.png` and returns its path.
+    pub async fn screenshot(&self, name: &str) -> Result<PathBuf, BrowserError> {
+        let dir = screenshot_dir();
+        fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let path = dir.join(format!("{name}.png"));
+        let params = ScreenshotParams::builder()
+            .format(CaptureScreenshotFormat::Png)
+            .full_page(true)
+            .build();
+        let bytes = self
+            .page
+            .screenshot(params)
+            .await
+            .map_err(cdp(format!("screenshot {name}")))?;
+        fs::write(&path, bytes).map_err(io(format!("writing {}", path.display())))?;
+        Ok(path)
+    }
+}
+
+fn short(s: &str) -> String {
+    if s.len() > 120 {
+        let mut end = 120;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &s[..end])
+    } else {
+        s.to_string()
+    }
+}
