@@ -7,7 +7,8 @@
 //! caller's files on top), `log/` (`diags.log`, `manager.log`, `traffic.out`), `run/` (the
 //! `mgmtapi.sock` that `traffic_ctl` talks to), `cache/`, `var/`. `traffic_manager
 //! --run-root=… --nosyslog` runs in its own session (`setsid`), so the instance is one process
-//! group that is stopped by PID: `SIGTERM` to the group, then `SIGKILL` if it lingers.
+//! group that is stopped by PID: `SIGKILL` to the group ([`AtsInstance::stop`]), or `SIGTERM`
+//! first ([`AtsInstance::stop_gracefully`]).
 //! [`Drop`] stops it too, also while a test panics, and then prints the log tails to stderr.
 //! A small watchdog process (`sh`, also in its own session) kills the group if the test
 //! process dies without running `Drop` (for example when a test runner kills it on timeout).
@@ -710,9 +711,21 @@ impl AtsInstance {
         self.wait_ready(self.config.startup_timeout)
     }
 
-    /// Stops ATS: `SIGTERM` to its process group, `SIGKILL` after 5 s, and waits until no
-    /// process of the group is left. The runroot and logs stay until the instance is dropped.
+    /// Stops ATS at once: `SIGKILL` to its process group, then waits until no process of the
+    /// group is left. The runroot and logs stay until the instance is dropped. (A test ATS has
+    /// nothing worth a graceful shutdown, which costs traffic_manager about a second.)
     pub fn stop(&mut self) -> Result<(), AtsError> {
+        self.stop_with(Signal::SIGKILL)
+    }
+
+    /// Stops ATS the way an init system does: `SIGTERM` to its process group (traffic_manager
+    /// logs "Cleaning up and reissuing signal #15" and takes about a second), `SIGKILL` after
+    /// 5 s if anything is left.
+    pub fn stop_gracefully(&mut self) -> Result<(), AtsError> {
+        self.stop_with(Signal::SIGTERM)
+    }
+
+    fn stop_with(&mut self, first: Signal) -> Result<(), AtsError> {
         if let Some(mut watchdog) = self.watchdog.take() {
             let _ = killpg(pid_of(watchdog.id()), Signal::SIGKILL);
             let _ = watchdog.wait();
@@ -721,7 +734,7 @@ impl AtsInstance {
             return Ok(());
         };
         let pgid = manager.id();
-        let _ = killpg(pid_of(pgid), Signal::SIGTERM);
+        let _ = killpg(pid_of(pgid), first);
         if !wait_group_gone(&mut manager, pgid, Duration::from_secs(5)) {
             let _ = killpg(pid_of(pgid), Signal::SIGKILL);
             let _ = manager.kill();

@@ -79,7 +79,13 @@ fn start_routes_to_a_parent_and_stop_kills_the_whole_group() {
     assert!(user.stdout.contains("#-1"), "{}", user.stdout);
 
     let pgid = ats.pid().expect("running");
-    ats.stop().expect("stop");
+    ats.stop_gracefully().expect("stop");
+    assert!(
+        ats.manager_log()
+            .contains("Cleaning up and reissuing signal #15"),
+        "{}",
+        ats.log_tails(5)
+    );
     assert!(!ats.is_running());
     assert!(
         !std::path::Path::new(&format!("/proc/{pgid}")).exists()
