@@ -295,3 +295,64 @@ fn descending_adjacent_dest_ip_ranges_hang_the_9_2_loader() {
     );
     assert!(!diags.contains("traffic server running"), "{diags}");
 }
+
+/// ats-notes.md: reloading into the same pattern never finishes; ATS keeps routing with the
+/// old file, a later reload (a rollback) does not finish either, and only a restart with a
+/// good file recovers. The agent's reload confirmation depends on this.
+#[test]
+fn a_reload_into_the_dest_ip_hang_never_finishes_and_only_a_restart_recovers() {
+    let hosts = Hosts::new().with("www.f3.test", loopback(6));
+    let origin = Origin::start("o", loopback(6)).expect("origin");
+    let p1 = ParentProxy::start("p1", loopback(3), hosts.clone()).expect("p1");
+    let p2 = ParentProxy::start("p2", loopback(4), hosts.clone()).expect("p2");
+    let port = free_port().expect("port");
+    let mut ats = AtsInstance::start(config(port, &to_parent(&p1)).hosts(hosts)).expect("ATS");
+    let url = format!("http://www.f3.test:{}/hang", origin.addr().port());
+    let client = ProxyClient::new(ats.proxy_addr());
+
+    let bad = format!(
+        "dest_ip=127.0.1.8-127.0.1.10 go_direct=true\n\
+         dest_ip=127.0.1.0-127.0.1.7 go_direct=true\n{}",
+        to_parent(&p2)
+    );
+    ats.write_config_file("parent.config", &bad).expect("write");
+    let offset = ats.diags_offset();
+    let err = ats
+        .reload_and_wait(&["parent.config"], Duration::from_secs(6))
+        .expect_err("the reload must not finish");
+    assert!(matches!(err, AtsError::ReloadNotConfirmed { .. }), "{err}");
+    let lines = ats.diags_lines_since(offset);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("parent.config loading ...")),
+        "the reload did not even start: {lines:?}"
+    );
+    let r = client.get(&url).expect("GET");
+    assert_eq!(
+        r.header("x-apm-parent"),
+        Some("p1"),
+        "old config still serves"
+    );
+
+    // Rolling back with a reload does not help: the task thread is stuck.
+    ats.write_config_file("parent.config", &to_parent(&p2))
+        .expect("write");
+    let rollback = ats.reload_and_wait(&["parent.config"], Duration::from_secs(4));
+    assert!(
+        rollback.is_err(),
+        "a reload after the hang finished: {rollback:?}"
+    );
+    assert_eq!(
+        client.get(&url).expect("GET").header("x-apm-parent"),
+        Some("p1")
+    );
+
+    ats.restart().expect("restart with the good file");
+    assert_eq!(
+        client.get(&url).expect("GET").header("x-apm-parent"),
+        Some("p2"),
+        "{}",
+        ats.log_tails(20)
+    );
+}
