@@ -17,12 +17,13 @@
 //!
 //! The caller supplies the files a policy renders to (`parent.config`, `records.config`,
 //! `ip_allow.yaml`, …: typically `apm_policy::render(..).files`) and they are written verbatim
-//! into `etc/`. The harness owns `storage.config` (`DIR/cache 64M`) and `hosts` (from
-//! [`Hosts`]), and **appends** to `records.config` a block with the records only a test host
+//! into `etc/`. The harness owns `storage.config` (`DIR/cache 64M`), `hosts` (from
+//! [`Hosts`]) and `resolv.conf`, and **appends** to `records.config` a block with the records only a test host
 //! needs:
 //!
-//! - `proxy.config.admin.user_id STRING #-1`: stay root instead of switching to the
-//!   `trafficserver` user, which could not write the temp dir;
+//! - `proxy.config.admin.user_id STRING #-1`: run as the invoking user instead of switching
+//!   to the one named in the file (Debian's says `trafficserver`, which cannot write the
+//!   temp dir);
 //! - `proxy.config.dns.nameservers`: a [`DnsServer`] on loopback answering from the
 //!   [`Hosts`] table, so test names resolve from the first request and no query leaves
 //!   loopback (see [`crate::dns`] for why the hosts file alone is not enough), with
@@ -80,11 +81,12 @@ const DEBIAN_SYSCONFDIR: &str = "/etc/trafficserver";
 /// Records the harness adds (unless [`AtsConfig::stock_timing`]) to make ATS's internal
 /// syncs faster: how often traffic_server checks for config changes and syncs records to
 /// traffic_manager, and how long traffic_manager waits on its process socket.
-pub const FAST_SYNC_RECORDS: [(&str, &str); 4] = [
-    ("proxy.config.config_update_interval_ms", "INT 500"),
-    ("proxy.config.raw_stat_sync_interval_ms", "INT 500"),
-    ("proxy.config.remote_sync_interval_ms", "INT 500"),
-    ("proxy.config.process_manager.timeout", "INT 1"),
+/// Each entry is (name, type, value).
+pub const FAST_SYNC_RECORDS: [(&str, &str, &str); 4] = [
+    ("proxy.config.config_update_interval_ms", "INT", "500"),
+    ("proxy.config.raw_stat_sync_interval_ms", "INT", "500"),
+    ("proxy.config.remote_sync_interval_ms", "INT", "500"),
+    ("proxy.config.process_manager.timeout", "INT", "1"),
 ];
 
 /// Set this environment variable to keep the temp dir of every instance (its path is printed).
@@ -407,7 +409,8 @@ impl AtsInstance {
         loop {
             if let Some(child) = self.manager.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    self.manager = None;
+                    // traffic_server may outlive its manager: clear the whole group.
+                    let _ = self.stop();
                     return Err(AtsError::NotReady {
                         waited: started.elapsed(),
                         reason: format!("traffic_manager exited while starting: {status}"),
@@ -826,9 +829,7 @@ fn harness_records(
         ),
     ];
     if fast_sync {
-        for (name, typed) in FAST_SYNC_RECORDS {
-            let (kind, value) = typed.split_once(' ').unwrap_or(("INT", typed));
-            let kind = if kind == "STRING" { "STRING" } else { "INT" };
+        for (name, kind, value) in FAST_SYNC_RECORDS {
             records.push(HarnessRecord::new(name, kind, value));
         }
     }
@@ -865,7 +866,7 @@ fn compose_records(
     records: &[HarnessRecord],
     extra: &[String],
 ) -> Result<String, AtsError> {
-    let fast: Vec<&str> = FAST_SYNC_RECORDS.iter().map(|(n, _)| *n).collect();
+    let fast: Vec<&str> = FAST_SYNC_RECORDS.iter().map(|(n, _, _)| *n).collect();
     let mut out = base.to_owned();
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
