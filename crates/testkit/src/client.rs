@@ -130,10 +130,10 @@ impl ProxyClient {
         let connect = read_response(&mut conn, &what, false)?;
         if !(200..300).contains(&connect.status) {
             // The proxy answered with an error page; read it for the diagnostics.
-            let mut body = Vec::new();
-            let _ = conn.read_to_end(&mut body);
+            let mut connect = connect;
+            read_body(&mut conn, &mut connect, &what)?;
             return Ok(TunnelResponse {
-                connect: HttpResponse { body, ..connect },
+                connect,
                 inner: None,
             });
         }
@@ -160,8 +160,7 @@ fn send(conn: &mut BufReader<TcpStream>, request: &str, what: &str) -> Result<()
         })
 }
 
-/// Reads a status line and headers, then (when `with_body`) the body framed by
-/// `Transfer-Encoding: chunked`, `Content-Length`, or the end of the connection.
+/// Reads a status line and headers, then (when `with_body`) the body.
 fn read_response(
     conn: &mut BufReader<TcpStream>,
     what: &str,
@@ -207,25 +206,40 @@ fn read_response(
         headers,
         body: Vec::new(),
     };
-    if !with_body {
-        return Ok(response);
+    if with_body {
+        read_body(conn, &mut response, what)?;
     }
+    Ok(response)
+}
+
+/// Reads the body framed by `Transfer-Encoding: chunked`, `Content-Length`, or the end of
+/// the connection.
+fn read_body(
+    conn: &mut BufReader<TcpStream>,
+    response: &mut HttpResponse,
+    what: &str,
+) -> Result<(), ClientError> {
+    let io = |source| ClientError::Io {
+        what: what.to_owned(),
+        source,
+    };
     let chunked = response
         .header("transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     if chunked {
         response.body = read_chunked(conn, what)?;
     } else if let Some(len) = response.header("content-length") {
-        let len: usize = len
-            .parse()
-            .map_err(|_| malformed(format!("bad content-length {len:?}")))?;
+        let len: usize = len.parse().map_err(|_| ClientError::Malformed {
+            what: what.to_owned(),
+            detail: format!("bad content-length {len:?}"),
+        })?;
         let mut body = vec![0; len];
         conn.read_exact(&mut body).map_err(io)?;
         response.body = body;
     } else {
         conn.read_to_end(&mut response.body).map_err(io)?;
     }
-    Ok(response)
+    Ok(())
 }
 
 fn read_chunked(conn: &mut BufReader<TcpStream>, what: &str) -> Result<Vec<u8>, ClientError> {

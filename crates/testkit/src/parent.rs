@@ -291,3 +291,84 @@ fn full(text: String) -> Body {
 fn empty() -> Body {
     full(String::new())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ProxyClient;
+    use crate::net::loopback;
+    use crate::origin::Origin;
+
+    fn refused(addr: SocketAddr) -> bool {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err()
+    }
+
+    #[test]
+    fn forwards_absolute_form_and_tunnels_connect() {
+        let origin = Origin::start("o", loopback(10)).expect("origin");
+        let hosts = Hosts::new().with("www.p.test", loopback(10));
+        let parent = ParentProxy::start("px", loopback(11), hosts).expect("parent");
+        let client = ProxyClient::new(parent.addr());
+        let url = format!("http://www.p.test:{}/abs", origin.addr().port());
+        let r = client.get(&url).expect("GET");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header(PARENT_HEADER), Some("px"));
+        assert_eq!(r.header("x-apm-origin"), Some("o"));
+        // The origin sees origin-form with the Host header of the absolute URL.
+        let seen = &origin.requests()[0];
+        assert_eq!(seen.target, "/abs");
+        assert_eq!(
+            seen.host.as_deref(),
+            Some(url.trim_start_matches("http://").trim_end_matches("/abs"))
+        );
+
+        let authority = format!("www.p.test:{}", origin.addr().port());
+        let t = client.connect_get(&authority, "/tunnel").expect("CONNECT");
+        assert_eq!(t.connect.status, 200);
+        assert_eq!(t.connect.header(PARENT_HEADER), Some("px"));
+        let inner = t.inner.expect("tunnel");
+        assert_eq!(inner.header("x-apm-origin"), Some("o"));
+        assert_eq!(
+            inner.header(PARENT_HEADER),
+            None,
+            "a tunnel cannot add headers"
+        );
+        assert_eq!(parent.count("GET"), 1);
+        assert_eq!(parent.count("CONNECT"), 1);
+        assert_eq!(parent.total(), 2);
+    }
+
+    #[test]
+    fn unknown_hosts_and_origin_form_get_errors_from_the_parent() {
+        let parent = ParentProxy::start("px", loopback(11), Hosts::new()).expect("parent");
+        let client = ProxyClient::new(parent.addr());
+        let r = client.get("http://nowhere.test/").expect("answer");
+        assert_eq!(r.status, 502);
+        assert_eq!(r.header(PARENT_HEADER), Some("px"));
+        assert!(
+            r.body_text().contains("unknown host nowhere.test"),
+            "{}",
+            r.body_text()
+        );
+        let t = client.connect_get("nowhere.test:443", "/").expect("answer");
+        assert_eq!(t.connect.status, 502);
+        assert!(t.inner.is_none());
+    }
+
+    #[test]
+    fn stop_refuses_connections_and_restart_reuses_the_address() {
+        let origin = Origin::start("o", loopback(10)).expect("origin");
+        let parent = ParentProxy::start("px", loopback(12), Hosts::new()).expect("parent");
+        let addr = parent.addr();
+        let client = ProxyClient::new(addr).with_timeout(Duration::from_secs(2));
+        assert_eq!(client.get(&origin.url("/1")).expect("GET").status, 200);
+        parent.stop();
+        assert!(!parent.is_running());
+        assert!(refused(addr), "still accepting after stop");
+        assert!(client.get(&origin.url("/2")).is_err());
+        parent.restart().expect("restart");
+        assert_eq!(parent.addr(), addr);
+        assert_eq!(client.get(&origin.url("/3")).expect("GET").status, 200);
+        assert_eq!(parent.count("GET"), 2);
+    }
+}
