@@ -354,3 +354,75 @@ action = "direct"
     );
     assert_via(&ats, &get(&ats, &url), "internet", "p1");
 }
+
+/// Trap 1 defence: the bundle sets `proxy.config.http.parent_proxies`, so even if ATS dropped
+/// the catch-all line of parent.config, unmatched traffic still goes to the primary parent.
+#[test]
+fn parent_proxies_safety_net_routes_when_the_catch_all_line_is_lost() {
+    let w = World::new();
+    let mut bundle = w.render(&w.policy_toml(""));
+    let parent_config = bundle.files["parent.config"].clone();
+    let without_catch_all: String = parent_config
+        .lines()
+        .filter(|l| !l.starts_with("dest_domain=. "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without_catch_all, parent_config, "no catch-all line found");
+    bundle
+        .files
+        .insert("parent.config".to_owned(), without_catch_all);
+    let ats = w.start_ats(&bundle);
+    let url = format!("http://www.internet.test:{}/net", w.internet.addr().port());
+    assert_via(&ats, &get(&ats, &url), "internet", "p1");
+    // The rules that remain still send their traffic DIRECT.
+    let r = get(&ats, &w.intra.url("/still-direct"));
+    assert_eq!(r.status, 200, "{}", ats.log_tails(20));
+    assert_eq!(r.header("x-apm-origin"), Some("intra"));
+    assert_eq!(r.header("x-apm-parent"), None);
+    assert_eq!(w.p1.total(), 1, "{:?}", w.p1.requests());
+
+    // Fact, not policy: the safety net is ATS's DefaultParent, which has go_direct=true, so
+    // with every parent down it sends traffic DIRECT. Only the rendered catch-all line
+    // (go_direct=false) keeps "parent" traffic from ever going DIRECT; see
+    // all_parents_down_is_an_error_not_direct.
+    w.p1.stop();
+    w.p2.stop();
+    let before = w.internet.request_count();
+    let r = get(
+        &ats,
+        &format!(
+            "http://www.internet.test:{}/all-down",
+            w.internet.addr().port()
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", ats.log_tails(20));
+    assert_eq!(r.header("x-apm-parent"), None);
+    assert_eq!(w.internet.request_count(), before + 1, "expected DIRECT");
+}
+
+/// `default_action = "parent"` renders `go_direct=false`: with every parent down the request
+/// fails instead of leaking DIRECT.
+#[test]
+fn all_parents_down_is_an_error_not_direct() {
+    let w = World::new();
+    let ats = w.start();
+    w.p1.stop();
+    w.p2.stop();
+    let url = format!(
+        "http://www.internet.test:{}/nowhere",
+        w.internet.addr().port()
+    );
+    let r = get(&ats, &url);
+    assert!(
+        r.status >= 500,
+        "status {} {:?}\n{}",
+        r.status,
+        r.headers,
+        ats.log_tails(20)
+    );
+    assert_eq!(w.internet.request_count(), 0, "the request went DIRECT");
+    // DIRECT rules are unaffected by the parents being down.
+    let r = get(&ats, &w.intra.url("/direct-anyway"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-apm-origin"), Some("intra"));
+}
