@@ -15,6 +15,9 @@ pub struct Series {
     pub points: Vec<(i64, f64)>,
 }
 
+/// A series with its index (colour) and sorted, finite points.
+type Line<'a> = (usize, &'a Series, Vec<(i64, f64)>);
+
 /// Colours of successive series (WCAG AA against white).
 const COLOURS: [&str; 4] = ["#1d4ed8", "#b45309", "#047857", "#9d174d"];
 const WIDTH: f64 = 640.0;
@@ -74,9 +77,7 @@ pub fn compact(v: f64) -> String {
     } else {
         (v, "")
     };
-    let text = if scaled.fract() == 0.0 {
-        format!("{scaled:.0}")
-    } else if scaled.abs() >= 100.0 {
+    let text = if scaled.fract() == 0.0 || scaled.abs() >= 100.0 {
         format!("{scaled:.0}")
     } else if scaled.abs() >= 10.0 {
         format!("{scaled:.1}")
@@ -100,7 +101,7 @@ fn clock(ms: i64) -> String {
 
 /// Renders a line chart. `title` names the metric (used for the accessible name).
 pub fn line_chart(title: &str, series: &[Series]) -> String {
-    let mut lines: Vec<(usize, &Series, Vec<(i64, f64)>)> = series
+    let mut lines: Vec<Line<'_>> = series
         .iter()
         .enumerate()
         .map(|(i, s)| {

@@ -454,6 +454,50 @@ pub fn place_errors(form: &EditorForm, errors: &[FieldError]) -> ErrorMap {
     map
 }
 
+/// What a person calls an input (`rules[3].value` → "Rule 4 destination").
+pub fn field_label(name: &str) -> String {
+    let fixed = [
+        ("listen_port", "Listen port"),
+        ("default_action", "When no rule matches"),
+        ("allowed_clients", "Clients allowed to use the proxy"),
+        ("connect_ports", "Ports allowed for CONNECT"),
+        ("ats_records", "Extra ATS records"),
+        ("failover.policy", "Failover policy"),
+        (
+            "failover.fail_threshold",
+            "Failures before marking a parent down",
+        ),
+        ("failover.retry_time_s", "Retry a down parent after"),
+        (
+            "failover.total_connect_attempts",
+            "Connect attempts in total",
+        ),
+        (
+            "failover.per_parent_connect_attempts",
+            "Connect attempts per parent",
+        ),
+        ("failover.connect_timeout_s", "Connect timeout"),
+        ("add_rule", "Rules"),
+        ("add_parent", "Parent proxies"),
+    ];
+    if let Some((_, label)) = fixed.iter().find(|(k, _)| *k == name) {
+        return label.to_string();
+    }
+    if let Some((i, field)) = indexed(name, "rules") {
+        let what = match field {
+            "match" => "match",
+            "value" => "destination",
+            "action" => "action",
+            _ => "comment",
+        };
+        return format!("Rule {} {what}", i + 1);
+    }
+    if let Some((i, field)) = indexed(name, "parents") {
+        return format!("Parent {} {field}", i + 1);
+    }
+    name.to_string()
+}
+
 /// The HTML id of an input name (`rules[3].value` → `f-rules-3-value`).
 pub fn field_id(name: &str) -> String {
     let mut id = String::from("f-");
@@ -582,6 +626,17 @@ mod tests {
         assert_eq!(map.get("add_parent"), vec!["need one"]);
         assert_eq!(map.unplaced.len(), 2, "{:?}", map.unplaced);
         assert!(!map.is_empty());
+    }
+
+    #[test]
+    fn fields_have_human_labels() {
+        assert_eq!(field_label("rules[3].value"), "Rule 4 destination");
+        assert_eq!(field_label("parents[0].port"), "Parent 1 port");
+        assert_eq!(
+            field_label("failover.retry_time_s"),
+            "Retry a down parent after"
+        );
+        assert_eq!(field_label("something.else"), "something.else");
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub fn router(api: Router) -> Router {
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/proxies", get(proxies::list))
+        .route("/proxies/enroll", post(proxies::enroll))
         .route("/proxies/{id}", get(proxies::show))
         .route("/proxies/{id}/capture", post(proxies::capture))
         .route("/proxies/{id}/logs", get(proxies::log_lines))

@@ -436,9 +436,56 @@ async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
     );
     shot(&tab, "07-proxy-detail").await;
 
+    // A new proxy: the admin creates an enrollment token on the page, an agent enrolls with it.
+    tab.goto(&server.url("/proxies")).await.expect("proxies");
+    tab.fill("#enroll-note", "cluster-b").await.expect("note");
+    tab.click("#enroll-submit")
+        .await
+        .expect("create enrollment token");
+    tab.wait_for("#enroll-token")
+        .await
+        .expect("token shown once");
+    let enroll_token = tab.text("#enroll-token").await.expect("token");
+    let enrolled = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/agents/enroll",
+            "",
+            Some(json!({"token": enroll_token.trim(), "hostname": "edge-3.example"})),
+        )
+        .await;
+    let agent3 = enrolled["agent_token"]
+        .as_str()
+        .expect("agent token")
+        .to_string();
+    server.sync("edge-3.example", &agent3, "10.1.0", "").await;
     tab.goto(&server.url("/proxies")).await.expect("proxies");
     tab.wait_for("#proxies-table").await.expect("table");
+    assert!(
+        tab.text("#proxies-table")
+            .await
+            .expect("table")
+            .contains("edge-3.example")
+    );
     shot(&tab, "08-proxies").await;
+    // Filters narrow the list.
+    tab.select("#fsync", "in_sync")
+        .await
+        .expect("filter in sync");
+    tab.click("form.filters button[type=submit]")
+        .await
+        .expect("filter");
+    tab.wait_until(
+        "location.search.includes('sync=in_sync') && document.readyState === 'complete'",
+        "filtered",
+    )
+    .await
+    .expect("filtered");
+    let listed = tab.text("#proxies-table").await.expect("table");
+    assert!(
+        listed.contains("edge-1.example") && !listed.contains("edge-3.example"),
+        "{listed}"
+    );
 
     // The audit trail has the approval, with old and new values side by side.
     tab.click("a[href='/audit']").await.expect("audit nav");

@@ -397,6 +397,9 @@ struct EditPage {
 }
 
 impl EditPage {
+    fn label_of(&self, name: impl AsRef<str>) -> String {
+        crate::editor::field_label(name.as_ref())
+    }
     fn id_of(&self, name: impl AsRef<str>) -> String {
         field_id(name.as_ref())
     }
@@ -408,6 +411,9 @@ impl EditPage {
     }
     fn focus_on(&self, name: impl AsRef<str>) -> bool {
         self.focus == name.as_ref()
+    }
+    fn selected(&self, value: &str, option: &str) -> &'static str {
+        if value == option { "selected" } else { "" }
     }
     fn match_kinds(&self) -> &'static [(&'static str, &'static str)] {
         &MATCH_KINDS
@@ -679,6 +685,8 @@ struct ApprovePage {
     diff: Vec<DiffLine>,
     against: String,
     error: String,
+    rules: Vec<(usize, String, String, String)>,
+    parents: String,
 }
 
 async fn approve_page(
@@ -721,8 +729,30 @@ async fn approve_page(
         }
         None => (Vec::new(), String::new()),
     };
+    let form = EditorForm::from_policy(&pending.policy);
+    let rules = form
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                i + 1,
+                r.kind.replace('_', " "),
+                r.value.clone(),
+                r.action.to_uppercase(),
+            )
+        })
+        .collect();
+    let parents = form
+        .parents
+        .iter()
+        .map(|p| format!("{}:{}", p.host, p.port))
+        .collect::<Vec<_>>()
+        .join(" → ");
     let mut response = page(&ApprovePage {
         c: ctx.chrome(user, "configs"),
+        rules,
+        parents,
         submitted: match (&pending.submitted_by, &pending.submitted_at) {
             (Some(by), Some(at)) => format!("{} by {}", when(at), name_of(&names, Some(by))),
             _ => "—".into(),

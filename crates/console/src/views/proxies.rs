@@ -54,6 +54,8 @@ struct ListPage {
     rows: Vec<Row>,
     total: usize,
     configs: Vec<Config>,
+    new_token: String,
+    token_error: String,
 }
 
 fn row(p: &Proxy, names: &HashMap<String, String>) -> Row {
@@ -103,6 +105,15 @@ pub fn matches(p: &Proxy, f: &ListQuery) -> bool {
 
 /// `GET /proxies`.
 pub async fn list(ctx: Ctx, Query(f): Query<ListQuery>) -> Result<Response, UiError> {
+    list_page(&ctx, f, String::new(), String::new()).await
+}
+
+async fn list_page(
+    ctx: &Ctx,
+    f: ListQuery,
+    new_token: String,
+    token_error: String,
+) -> Result<Response, UiError> {
     let me = ctx.me().await?;
     let proxies: Vec<Proxy> = ctx.api.get("/api/v1/proxies").await?;
     let configs: Vec<Config> = ctx.api.get("/api/v1/configs").await?;
@@ -122,7 +133,63 @@ pub async fn list(ctx: Ctx, Query(f): Query<ListQuery>) -> Result<Response, UiEr
         rows,
         total,
         configs,
+        new_token,
+        token_error,
     })
+}
+
+/// `POST /proxies/enroll`: a one-time enrollment token for new agents (shown once).
+pub async fn enroll(form: Posted) -> Result<Response, UiError> {
+    let mut body = json!({"note": form.get("note")});
+    let hours = form.get("hours");
+    if !hours.trim().is_empty() {
+        match hours.trim().parse::<u64>() {
+            Ok(h) => body["expires_in_seconds"] = json!(h * 3600),
+            Err(_) => {
+                return list_page(
+                    &form.ctx,
+                    ListQuery::default(),
+                    String::new(),
+                    format!("valid for: {hours:?} is not a whole number of hours"),
+                )
+                .await;
+            }
+        }
+    }
+    let uses = form.get("max_uses");
+    if !uses.trim().is_empty() {
+        match uses.trim().parse::<u64>() {
+            Ok(u) => body["max_uses"] = json!(u),
+            Err(_) => {
+                return list_page(
+                    &form.ctx,
+                    ListQuery::default(),
+                    String::new(),
+                    format!("agents: {uses:?} is not a whole number"),
+                )
+                .await;
+            }
+        }
+    }
+    let reply = form
+        .ctx
+        .api
+        .call(
+            axum::http::Method::POST,
+            "/api/v1/enrollment-tokens",
+            Some(&body),
+        )
+        .await;
+    match reply.json::<serde_json::Value>() {
+        Ok(v) => {
+            let token = v["token"].as_str().unwrap_or_default().to_string();
+            list_page(&form.ctx, ListQuery::default(), token, String::new()).await
+        }
+        Err(f) if matches!(f.status.as_u16(), 400 | 409 | 422) => {
+            list_page(&form.ctx, ListQuery::default(), String::new(), f.message()).await
+        }
+        Err(f) => Err(f.into()),
+    }
 }
 
 struct LineView {
