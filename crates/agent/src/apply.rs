@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use apm_policy::{AtsMajor, ContentHash};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::ats::{LogFiles, TrafficCtl};
 use crate::confirm::{self, Verdict};
@@ -44,9 +44,14 @@ const STAGING: &str = ".apm-staging";
 /// How an apply waits and what it may do.
 #[derive(Debug, Clone)]
 pub struct ApplySettings {
-    /// How long to wait for the logs to confirm a reload (ATS re-reads files 3–10 s after the
-    /// request).
+    /// How long to wait for the logs to confirm a reload. ATS 9.2 re-reads files 0.1–22 s
+    /// after the request (slowest right after it started), so keep this generous.
     pub confirm_timeout: Duration,
+    /// A file still "loading ..." this long after its first line is the 9.2 loader hang.
+    pub hang_timeout: Duration,
+    /// With no log line yet after this long, the changed files get a new mtime and the reload
+    /// is requested again.
+    pub nudge_interval: Duration,
     /// How long to wait for traffic_server after a restart.
     pub restart_timeout: Duration,
     /// Pause between renames (test hook to widen the crash window; zero in production).
@@ -59,7 +64,9 @@ pub struct ApplySettings {
 impl Default for ApplySettings {
     fn default() -> Self {
         Self {
-            confirm_timeout: Duration::from_secs(20),
+            confirm_timeout: Duration::from_secs(60),
+            hang_timeout: Duration::from_secs(5),
+            nudge_interval: Duration::from_secs(8),
             restart_timeout: Duration::from_secs(60),
             step_delay: Duration::ZERO,
             restart_command: None,
@@ -366,11 +373,30 @@ impl Applier {
             .await
             .map_err(|e| ReloadFailure::Ctl(e.to_string()))?;
         let started = Instant::now();
+        let mut loading_since: Option<Instant> = None;
+        let mut last_nudge = Instant::now();
         loop {
             let (diags, _) = self.logs.lines_since("diags.log", diags_offset);
             let (manager, _) = self.logs.lines_since("manager.log", manager_offset);
             let assessment = confirm::assess(changed, &diags, &manager);
-            let timed_out = started.elapsed() >= self.settings.confirm_timeout;
+            // Loading a file takes milliseconds; one that stays "loading" is the 9.2 hang,
+            // which need not wait for the whole confirmation timeout.
+            let loading = assessment
+                .files
+                .values()
+                .any(|p| *p == confirm::FileProgress::Loading);
+            let stuck = match (loading, loading_since) {
+                (true, None) => {
+                    loading_since = Some(Instant::now());
+                    false
+                }
+                (true, Some(since)) => since.elapsed() >= self.settings.hang_timeout,
+                (false, _) => {
+                    loading_since = None;
+                    false
+                }
+            };
+            let timed_out = stuck || started.elapsed() >= self.settings.confirm_timeout;
             if let Some(verdict) = assessment.verdict(timed_out) {
                 match verdict {
                     Verdict::Confirmed => break,
@@ -383,6 +409,21 @@ impl Applier {
                         ));
                     }
                 }
+            }
+            // ATS 9.2 sometimes sits on a reload for 20 s or more (seen right after start, and
+            // when records.config changed with other files). A new mtime plus another reload
+            // request wakes it; the contents are not touched.
+            let nothing_seen = assessment
+                .files
+                .values()
+                .all(|p| *p == confirm::FileProgress::NotSeen);
+            if nothing_seen && last_nudge.elapsed() >= self.settings.nudge_interval {
+                last_nudge = Instant::now();
+                debug!(files = ?changed, "no reload progress yet; touching the files and asking again");
+                for name in changed {
+                    touch(&self.config_dir.join(name));
+                }
+                let _ = self.ctl.run(&["config", "reload"]).await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -538,6 +579,17 @@ impl Applier {
             journal.new_hash,
             journal.files.join(", ")
         )))
+    }
+}
+
+/// Sets a file's mtime to now without touching its contents.
+fn touch(path: &Path) {
+    let result = fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = result {
+        debug!(path = %path.display(), error = %e, "could not touch");
     }
 }
 
