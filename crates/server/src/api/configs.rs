@@ -370,8 +370,10 @@ async fn update_config(
     let actor = Actor::from(&caller);
     let mut tx = state.db.begin_write().await?;
     let mut config = load_config(&mut tx, &id).await?;
+    // One request is one audit row, whatever mix of name, description and policy it changes.
+    let mut old = json!({"name": config.name, "description": config.description});
+    let mut action = "config.update";
     if body.name.is_some() || body.description.is_some() {
-        let old = json!({"name": config.name, "description": config.description});
         if let Some(n) = body.name {
             config.name = n;
         }
@@ -380,18 +382,8 @@ async fn update_config(
         }
         config.updated_at = now;
         apm_store::configs::update_config_meta(&mut tx, &config).await?;
-        let new = json!({"name": config.name, "description": config.description});
-        audit::record(
-            &mut tx,
-            &actor,
-            "config.update",
-            "config",
-            Some(&config.id),
-            Some(&old),
-            Some(&new),
-        )
-        .await?;
     }
+    let mut new = json!({"name": config.name, "description": config.description});
     if let Some(checked) = checked {
         match apm_store::configs::working_version(&mut tx, &config.id).await? {
             Some(w) if w.status == "pending_approval" => {
@@ -402,7 +394,7 @@ async fn update_config(
                 .with("current_state", "pending_approval"));
             }
             Some(mut w) => {
-                let old = version_audit(&w);
+                old["version"] = version_audit(&w);
                 let mut editors = w.editor_ids()?;
                 if !editors.contains(&caller.user_id) {
                     editors.push(caller.user_id.clone());
@@ -418,34 +410,28 @@ async fn update_config(
                         w.version
                     )));
                 }
-                audit::record(
-                    &mut tx,
-                    &actor,
-                    "config.edit",
-                    "config",
-                    Some(&config.id),
-                    Some(&old),
-                    Some(&version_audit(&w)),
-                )
-                .await?;
+                new["version"] = version_audit(&w);
+                action = "config.edit";
             }
             None => {
                 let next = apm_store::configs::max_version(&mut tx, &config.id).await? + 1;
                 let v = new_draft(&config.id, next, checked, &caller.user_id, now, None);
                 apm_store::configs::insert_version(&mut tx, &v).await?;
-                audit::record(
-                    &mut tx,
-                    &actor,
-                    "config.new_version",
-                    "config",
-                    Some(&config.id),
-                    NONE,
-                    Some(&version_audit(&v)),
-                )
-                .await?;
+                new["version"] = version_audit(&v);
+                action = "config.new_version";
             }
         }
     }
+    audit::record(
+        &mut tx,
+        &actor,
+        action,
+        "config",
+        Some(&config.id),
+        Some(&old),
+        Some(&new),
+    )
+    .await?;
     let detail = config_detail(&mut tx, &config).await?;
     tx.commit().await?;
     Ok(Json(detail))
