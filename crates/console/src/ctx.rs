@@ -255,22 +255,32 @@ impl FromRequest<Console> for Posted {
             .into_iter()
             .chain(cookie(&parts.headers, LOGIN_CSRF_COOKIE))
             .collect();
+        let referer_path = parts
+            .headers
+            .get(header::REFERER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|r| r.split_once("://").map(|(_, rest)| rest))
+            .and_then(|rest| rest.find('/').map(|i| rest[i..].to_string()))
+            .unwrap_or_else(|| "/".into());
         match expected.as_slice() {
-            e if !sent.is_empty() && e.iter().any(|e| same(e, &sent)) => Ok(Posted { ctx, fields }),
+            e if !sent.is_empty() && e.iter().any(|e| same(e, &sent)) => {
+                // A form sent after the session ended: keep what was typed through the login.
+                if ctx.token.is_some()
+                    && parts.uri.path() != "/login"
+                    && parts.uri.path() != "/logout"
+                    && let Err(UiError::Login { .. }) = ctx.me().await
+                {
+                    if ctx.htmx {
+                        return Err((StatusCode::UNAUTHORIZED, "session ended").into_response());
+                    }
+                    return Err(crate::views::auth::login_keeping(&referer_path, &fields));
+                }
+                Ok(Posted { ctx, fields })
+            }
             // No session and no login cookie: the session cookie is gone, so the user has to log
             // in again rather than being told about CSRF.
-            [] => Err(UiError::Login {
-                next: parts
-                    .headers
-                    .get(header::REFERER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|r| r.split_once("://").map(|(_, rest)| rest))
-                    .and_then(|rest| rest.find('/').map(|i| rest[i..].to_string()))
-                    .unwrap_or_else(|| "/".into()),
-                expired: true,
-                htmx: parts.headers.contains_key("hx-request"),
-            }
-            .into_response()),
+            [] if ctx.htmx => Err((StatusCode::UNAUTHORIZED, "session ended").into_response()),
+            [] => Err(crate::views::auth::login_keeping(&referer_path, &fields)),
             _ => Err(UiError::Csrf.into_response()),
         }
     }

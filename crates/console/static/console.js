@@ -40,13 +40,20 @@
     Object.keys(saved).forEach(function (draft) {
       var form = document.querySelector('form[data-draft="' + draft + '"]');
       if (!form) return;
-      saved[draft].forEach(function (pair) {
+      fill(form, saved[draft]);
+    });
+    // Fields kept by the server from a form sent after the session had ended.
+    (saved["*"] || []).forEach(function (pair) {
+      document.querySelectorAll("form[data-draft]").forEach(function (form) { fill(form, [pair]); });
+    });
+    function fill(form, pairs) {
+      pairs.forEach(function (pair) {
         var el = form.elements.namedItem(pair[0]);
         if (!el || el.type === "password" || el.type === "hidden") return;
         if (el instanceof RadioNodeList) return;
         if (el.type === "checkbox") { el.checked = el.value === pair[1]; } else if (el.value !== pair[1]) { el.value = pair[1]; restored++; }
       });
-    });
+    }
     if (restored) {
       var note = document.createElement("div");
       note.className = "restored-note";
@@ -102,6 +109,12 @@
   });
 
   document.addEventListener("DOMContentLoaded", function () {
+    var kept = document.getElementById("apm-draft");
+    if (kept) {
+      try {
+        sessionStorage.setItem(draftKey(kept.dataset.path), JSON.stringify({ "*": JSON.parse(kept.dataset.fields) }));
+      } catch (e) { /* storage disabled: nothing to keep */ }
+    }
     if (document.body.dataset.session !== "on") return;
     restoreDrafts();
     setInterval(beacon, BEACON_MS);

@@ -757,4 +757,44 @@ async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to
         tab.value("#a-actor").await.expect("actor"),
         "someone-typed-this"
     );
+
+    // The same for a form sent after the session ended (e.g. a laptop waking up): nothing is
+    // saved, the login page says so, and the typed text is back after logging in.
+    tab.goto(&server.url("/tokens")).await.expect("tokens");
+    tab.fill("#token-name", "typed-before-expiry")
+        .await
+        .expect("type");
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    tab.click("#create-token")
+        .await
+        .expect("submit after expiry");
+    tab.wait_for("#login-notice").await.expect("login page");
+    assert!(
+        tab.text("#login-notice")
+            .await
+            .expect("notice")
+            .contains("nothing was saved")
+    );
+    login(&tab, &server, "bob", "bob-password-1").await;
+    tab.wait_for_path("/tokens")
+        .await
+        .expect("back on the form's page");
+    tab.wait_for("#restored-note").await.expect("restored note");
+    assert_eq!(
+        tab.value("#token-name").await.expect("name"),
+        "typed-before-expiry"
+    );
+    let tokens: Value = server
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/tokens",
+            &server.login("bob", "bob-password-1").await,
+            None,
+        )
+        .await;
+    assert_eq!(
+        tokens.as_array().map(Vec::len),
+        Some(0),
+        "the expired form created nothing"
+    );
 }

@@ -28,6 +28,10 @@ struct LoginPage {
     username: String,
     error: String,
     notice: String,
+    /// Form fields of a POST that failed because the session had ended, to be filled back in.
+    draft_json: String,
+    /// The page those fields belong to.
+    draft_path: String,
 }
 
 fn login_page(page: LoginPage, status: StatusCode) -> Response {
@@ -73,6 +77,8 @@ pub async fn login_form(ctx: Ctx, Query(q): Query<LoginQuery>) -> Response {
             username: String::new(),
             error: String::new(),
             notice: notice.into(),
+            draft_json: String::new(),
+            draft_path: String::new(),
         },
         StatusCode::OK,
     )
@@ -119,6 +125,8 @@ pub async fn login(form: Posted) -> Response {
             username,
             error: failure.message(),
             notice: String::new(),
+            draft_json: form.get("_draft_json"),
+            draft_path: form.get("_draft_path"),
         },
         status,
     )
@@ -142,4 +150,30 @@ pub async fn logout(form: Posted) -> Response {
         );
     }
     response
+}
+
+/// The login page for a form POST whose session had ended: the typed fields (never passwords or
+/// tokens) travel with the page and are put back into the form after logging in.
+pub fn login_keeping(next: &str, fields: &[(String, String)]) -> Response {
+    let kept: Vec<(&str, &str)> = fields
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(k.as_str(), "_csrf" | "op" | "next" | "password" | "confirm")
+                && !k.starts_with("_draft")
+        })
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let next = safe_next(next);
+    login_page(
+        LoginPage {
+            csrf: fresh_csrf(),
+            next: next.clone(),
+            username: String::new(),
+            error: String::new(),
+            notice: "Your session ended before this form was sent, so nothing was saved. Log in again: what you typed will be filled back in.".into(),
+            draft_json: if kept.is_empty() { String::new() } else { serde_json::to_string(&kept).unwrap_or_default() },
+            draft_path: next.split(['?', '#']).next().unwrap_or("/").to_string(),
+        },
+        StatusCode::UNAUTHORIZED,
+    )
 }
