@@ -206,6 +206,29 @@ async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
             .contains("admin")
     );
     shot(&tab, "03-users").await;
+    // Root creates a regular user and disables the account.
+    tab.fill("#new-username", "carol").await.expect("username");
+    tab.fill("#new-password", "carol-password-1")
+        .await
+        .expect("password");
+    tab.click("#create-user").await.expect("create carol");
+    tab.wait_for("#user-carol").await.expect("carol listed");
+    tab.click("#user-carol summary")
+        .await
+        .expect("manage carol");
+    tab.click("#user-carol button.danger")
+        .await
+        .expect("disable");
+    tab.wait_for_text("User disabled.")
+        .await
+        .expect("disabled notice");
+    assert!(
+        tab.text("#user-carol")
+            .await
+            .expect("row")
+            .to_lowercase()
+            .contains("disabled")
+    );
     logout(&tab).await;
 
     // The admin logs in and creates a config from the default template.
@@ -528,13 +551,47 @@ async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
     );
     shot(&tab, "09-audit").await;
 
-    // A second version, then history and diff.
-    tab.goto(&server.url(&format!("/configs/{config_id}/edit")))
+    // Restore v1 as a new draft (v2), add a rule and move it up, then history and diff.
+    tab.goto(&server.url(&format!("/configs/{config_id}")))
         .await
-        .expect("edit");
+        .expect("config");
+    tab.click("#history-link").await.expect("history");
+    tab.wait_for("#versions-table").await.expect("versions");
+    tab.click("button[form='restore-1']")
+        .await
+        .expect("restore v1");
+    tab.wait_for_text("restored as a new draft")
+        .await
+        .expect("restored");
+    assert!(
+        tab.text("#working-version")
+            .await
+            .expect("working")
+            .contains("v2")
+    );
+    tab.click("#edit-link").await.expect("edit v2");
     tab.click("#f-add_rule").await.expect("add rule");
-    let v2 = rule_value(rules_before + 1);
-    tab.fill(&v2, "corp.example").await.expect("domain");
+    let last = rules_before + 1;
+    tab.fill(&rule_value(last), "corp.example")
+        .await
+        .expect("domain");
+    tab.click(&format!("button[value='up_rule:{last}']"))
+        .await
+        .expect("move up");
+    tab.wait_until(
+        &format!(
+            "document.querySelector('{}') && document.querySelector('{}').value === 'corp.example'",
+            rule_value(last - 1),
+            rule_value(last - 1)
+        ),
+        "rule moved up one place",
+    )
+    .await
+    .expect("reordered");
+    assert_eq!(
+        tab.value(&rule_value(last)).await.expect("swapped"),
+        "100.64.0.0/10"
+    );
     tab.click("#save-draft").await.expect("save v2");
     tab.wait_for_text("Draft saved").await.expect("v2 saved");
     tab.click("#history-link").await.expect("history");
@@ -548,6 +605,28 @@ async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
             .contains("corp.example")
     );
     shot(&tab, "10-diff").await;
+
+    // Submit v2 and reject it with a reason: back to draft, the reason shown to the editors.
+    tab.goto(&server.url(&format!("/configs/{config_id}")))
+        .await
+        .expect("config");
+    tab.click("#submit-approval").await.expect("submit v2");
+    tab.wait_for("#approve-start").await.expect("pending");
+    tab.click("details.reject summary")
+        .await
+        .expect("open reject");
+    tab.fill("#reason", "corp.example must go through the parent")
+        .await
+        .expect("reason");
+    tab.click("#reject-submit").await.expect("reject");
+    tab.wait_for("#reject-reason").await.expect("reason shown");
+    assert!(
+        tab.text("#reject-reason")
+            .await
+            .expect("reason")
+            .contains("must go through the parent")
+    );
+    assert_eq!(tab.text("#config-status").await.expect("status"), "Draft");
 
     // The dashboard now shows the drift of nothing and the charts.
     tab.goto(&server.url("/")).await.expect("dashboard");
