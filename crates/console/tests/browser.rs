@@ -689,8 +689,28 @@ async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to
 
     let chromium = Chromium::launch().await.expect("chromium");
     let tab = chromium.new_tab().await.expect("tab");
+    // Keyboard only: the username has the focus, Tab moves to the password, Enter submits.
     tab.goto(&server.url("/login")).await.expect("login page");
-    login(&tab, &server, "bob", "bob-password-1").await;
+    tab.wait_for("#login-form").await.expect("login form");
+    assert_eq!(tab.focused_id().await.expect("focus"), "username");
+    tab.type_text("bob").await.expect("type username");
+    tab.press("Tab").await.expect("tab");
+    assert_eq!(tab.focused_id().await.expect("focus"), "password");
+    tab.type_text("bob-password-1")
+        .await
+        .expect("type password");
+    tab.press("Enter").await.expect("enter");
+    tab.wait_for("#whoami")
+        .await
+        .expect("logged in with the keyboard");
+    // The first Tab on a page reaches the skip link, whose target is the main content.
+    tab.press("Tab").await.expect("tab");
+    assert_eq!(
+        tab.eval::<String>("document.activeElement.className")
+            .await
+            .expect("skip link"),
+        "skip"
+    );
     assert!(tab.exists("#readonly-note").await.expect("note"));
 
     // No edit controls anywhere.

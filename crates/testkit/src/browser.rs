@@ -23,7 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
-use chromiumoxide::cdp::browser_protocol::input::InsertTextParams;
+use chromiumoxide::cdp::browser_protocol::input::{
+    DispatchKeyEventParams, DispatchKeyEventType, InsertTextParams,
+};
 use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateBrowserContextParams, CreateTargetParams,
@@ -504,18 +506,69 @@ impl Tab {
         }
     }
 
-    /// Presses a key (e.g. `"Enter"`, `"Tab"`) on the focused element.
-    pub async fn press(&self, selector: &str, key: &str) -> Result<(), BrowserError> {
-        let element = self
-            .page
-            .find_element(selector)
-            .await
-            .map_err(cdp(format!("finding {selector}")))?;
-        element
-            .press_key(key)
-            .await
-            .map_err(cdp(format!("pressing {key} on {selector}")))?;
+    /// Presses a key (e.g. `"Enter"`, `"Tab"`) as a real key event on whatever has the focus,
+    /// so default actions (focus moves, form submission) happen as for a person at a keyboard.
+    pub async fn press(&self, key: &str) -> Result<(), BrowserError> {
+        let (code, vk, text) = match key {
+            "Tab" => ("Tab", 9, None),
+            "Enter" => ("Enter", 13, Some("\r")),
+            "Escape" => ("Escape", 27, None),
+            " " | "Space" => ("Space", 32, Some(" ")),
+            "ArrowUp" => ("ArrowUp", 38, None),
+            "ArrowDown" => ("ArrowDown", 40, None),
+            other => {
+                return Err(BrowserError::Script {
+                    script: format!("press {other}"),
+                    message: "unsupported key (Tab, Enter, Escape, Space, ArrowUp, ArrowDown)"
+                        .into(),
+                });
+            }
+        };
+        let key_name = if key == "Space" { " " } else { key };
+        for kind in [DispatchKeyEventType::KeyDown, DispatchKeyEventType::KeyUp] {
+            let mut builder = DispatchKeyEventParams::builder()
+                .r#type(kind.clone())
+                .key(key_name)
+                .code(code)
+                .windows_virtual_key_code(vk)
+                .native_virtual_key_code(vk);
+            if let (Some(t), DispatchKeyEventType::KeyDown) = (text, &kind) {
+                builder = builder.text(t);
+            }
+            let params = builder.build().map_err(|message| BrowserError::Cdp {
+                what: format!("building key event {key}"),
+                message,
+            })?;
+            self.page
+                .execute(params)
+                .await
+                .map_err(cdp(format!("pressing {key}")))?;
+        }
         Ok(())
+    }
+
+    /// The focused element (key events go to it; nothing is re-focused).
+    async fn focused(&self) -> Result<chromiumoxide::Element, BrowserError> {
+        self.page
+            .find_element(":focus")
+            .await
+            .map_err(cdp("finding the focused element (is anything focused?)"))
+    }
+
+    /// Types ASCII text as key events into whatever has the focus.
+    pub async fn type_text(&self, text: &str) -> Result<(), BrowserError> {
+        self.focused()
+            .await?
+            .type_str(text)
+            .await
+            .map_err(cdp(format!("typing {} characters", text.chars().count())))?;
+        Ok(())
+    }
+
+    /// The `id` of the focused element (empty when none has one).
+    pub async fn focused_id(&self) -> Result<String, BrowserError> {
+        self.eval("(document.activeElement && document.activeElement.id) || ''")
+            .await
     }
 
     /// The visible text of the first element matching `selector`.

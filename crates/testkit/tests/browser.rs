@@ -14,6 +14,7 @@ async fn chromium_drives_a_page_and_dies_with_its_group() {
     let tab = chromium.new_tab().await.expect("tab");
     tab.goto(PAGE).await.expect("goto");
     tab.fill("#a", "héllo 42").await.expect("fill");
+    assert_eq!(tab.focused_id().await.expect("focus"), "a");
     tab.click("#b").await.expect("click");
     tab.wait_for_text("clicked:héllo 42")
         .await
