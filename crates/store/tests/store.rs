@@ -1,0 +1,240 @@
+//! The store on both engines: migrations, constraints, conditional transitions, time series.
+
+use apm_store::configs::{ConfigRow, VersionRow};
+use apm_store::{Db, StoreError, new_id, now_ms};
+
+async fn open(postgres: bool, dir: &std::path::Path) -> Db {
+    let url = if postgres {
+        tokio::task::spawn_blocking(|| {
+            apm_testkit::postgres::Postgres::shared()
+                .and_then(|pg| pg.fresh_database())
+                .expect("test PostgreSQL")
+        })
+        .await
+        .expect("join")
+    } else {
+        format!("sqlite://{}", dir.join("t.db").display())
+    };
+    let db = Db::connect(&url, 4).await.expect("connect");
+    assert_eq!(db.migrate().await.expect("migrate"), vec![1]);
+    db
+}
+
+macro_rules! both {
+    ($($name:ident),*) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { super::$name(false).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { super::$name(true).await }
+        }
+    )*};
+}
+
+both!(
+    migrations_are_idempotent,
+    unique_names_are_conflicts,
+    approval_is_conditional,
+    rollups_and_retention
+);
+
+async fn migrations_are_idempotent(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    assert!(db.migrate().await.expect("again").is_empty());
+    db.ping().await.expect("ping");
+    let mut conn = db.pool().acquire().await.expect("conn");
+    assert_eq!(
+        apm_store::telemetry::generation(&mut conn)
+            .await
+            .expect("gen"),
+        0
+    );
+}
+
+fn config(name: &str) -> ConfigRow {
+    ConfigRow {
+        id: new_id(),
+        name: name.into(),
+        description: String::new(),
+        created_by: "u".into(),
+        created_at: now_ms(),
+        updated_at: now_ms(),
+        active_version: None,
+    }
+}
+
+fn version(config_id: &str, n: i64) -> VersionRow {
+    VersionRow {
+        id: new_id(),
+        config_id: config_id.into(),
+        version: n,
+        status: "draft".into(),
+        policy: "{}".into(),
+        hash_v9: "a".into(),
+        hash_v10: "b".into(),
+        created_by: "u".into(),
+        created_at: now_ms(),
+        updated_at: now_ms(),
+        editors: "[\"u\"]".into(),
+        submitted_by: None,
+        submitted_at: None,
+        approved_by: None,
+        approved_at: None,
+        rejected_by: None,
+        rejected_at: None,
+        reject_reason: None,
+        restored_from: None,
+    }
+}
+
+async fn unique_names_are_conflicts(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    let mut tx = db.begin_write().await.expect("tx");
+    apm_store::configs::insert_config(&mut tx, &config("x"))
+        .await
+        .expect("first");
+    tx.commit().await.expect("commit");
+    let mut tx = db.begin_write().await.expect("tx");
+    match apm_store::configs::insert_config(&mut tx, &config("x")).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("\"x\""), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+async fn approval_is_conditional(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    let c = config("c");
+    let v = version(&c.id, 1);
+    let mut tx = db.begin_write().await.expect("tx");
+    apm_store::configs::insert_config(&mut tx, &c)
+        .await
+        .expect("config");
+    apm_store::configs::insert_version(&mut tx, &v)
+        .await
+        .expect("version");
+    assert!(
+        !apm_store::configs::mark_approved(&mut tx, &v.id, "u", 1)
+            .await
+            .expect("approve draft"),
+        "a draft cannot be approved"
+    );
+    assert!(
+        apm_store::configs::mark_submitted(&mut tx, &v.id, "u", 1)
+            .await
+            .expect("submit")
+    );
+    assert!(
+        !apm_store::configs::mark_submitted(&mut tx, &v.id, "u", 1)
+            .await
+            .expect("submit twice")
+    );
+    tx.commit().await.expect("commit");
+    // Many concurrent approvers, one winner.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let db = db.clone();
+        let id = v.id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = db.begin_write().await.expect("tx");
+            let won = apm_store::configs::mark_approved(&mut tx, &id, &format!("u{i}"), 2)
+                .await
+                .expect("approve");
+            tx.commit().await.expect("commit");
+            won
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        winners += usize::from(t.await.expect("join"));
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn rollups_and_retention(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    let mut tx = db.begin_write().await.expect("tx");
+    let p = apm_store::proxies::ProxyRow {
+        id: new_id(),
+        hostname: "h".into(),
+        credential_hash: "c".into(),
+        enrolled_at: 0,
+        enrollment_token_id: None,
+        revoked_at: None,
+        config_id: None,
+        ats_version: None,
+        os: None,
+        arch: None,
+        applied_hash: None,
+        last_error: None,
+        last_error_hash: None,
+        last_ack_at: None,
+        last_seen_at: None,
+        capture_until: None,
+    };
+    apm_store::proxies::insert_proxy(&mut tx, &p)
+        .await
+        .expect("proxy");
+    let bucket = apm_store::telemetry::ROLLUP_MS;
+    // Two buckets; the second sample arrives out of order and must not become `last`.
+    for (ts, v) in [
+        (bucket, 5.0),
+        (bucket + 2000, 9.0),
+        (bucket + 1000, 1.0),
+        (2 * bucket + 10, 3.0),
+    ] {
+        apm_store::telemetry::insert_sample(&mut tx, &p.id, "m", ts, v)
+            .await
+            .expect("sample");
+    }
+    tx.commit().await.expect("commit");
+    let mut conn = db.pool().acquire().await.expect("conn");
+    let r = apm_store::telemetry::rollup_series(&mut conn, &p.id, "m", 0, 10 * bucket)
+        .await
+        .expect("rollup");
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        (r[0].count, r[0].min, r[0].max, r[0].last, r[0].avg),
+        (3, 1.0, 9.0, 9.0, 5.0)
+    );
+    assert_eq!(r[1].t, 2 * bucket);
+    let raw = apm_store::telemetry::raw_series(&mut conn, &p.id, "m", 0, 10 * bucket)
+        .await
+        .expect("raw");
+    assert_eq!(
+        raw.iter().map(|p| p.t).collect::<Vec<_>>(),
+        vec![bucket, bucket + 1000, bucket + 2000, 2 * bucket + 10]
+    );
+    // Retention drops raw before the horizon but keeps the rollups.
+    let deleted = apm_store::telemetry::apply_retention(&mut conn, 2 * bucket, 0, 0)
+        .await
+        .expect("retention");
+    assert_eq!(deleted, 3);
+    assert_eq!(
+        apm_store::telemetry::raw_series(&mut conn, &p.id, "m", 0, 10 * bucket)
+            .await
+            .expect("raw")
+            .len(),
+        1
+    );
+    assert_eq!(
+        apm_store::telemetry::rollup_series(&mut conn, &p.id, "m", 0, 10 * bucket)
+            .await
+            .expect("rollup")
+            .len(),
+        2
+    );
+    apm_store::telemetry::apply_retention(&mut conn, 0, 2 * bucket, 0)
+        .await
+        .expect("retention");
+    assert_eq!(
+        apm_store::telemetry::rollup_series(&mut conn, &p.id, "m", 0, 10 * bucket)
+            .await
+            .expect("rollup")
+            .len(),
+        1
+    );
+}
