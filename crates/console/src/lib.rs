@@ -33,7 +33,11 @@ pub mod model;
 mod views;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 /// Router state: the API router the console dispatches to.
 #[derive(Clone)]
@@ -81,6 +85,52 @@ pub fn router(api: Router) -> Router {
         .route("/tokens", get(users::tokens).post(users::create_token))
         .route("/tokens/{id}/revoke", post(users::revoke_token))
         .route("/static/{*path}", get(assets::serve))
+        // Console pages only (the API has its own): a request id that the API calls made for
+        // this page reuse (so audit rows name it), a log line per page, and no panic escapes.
+        .route_layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+            ctx::UiError::Render("a console handler panicked".into()).into_response()
+        }))
+        .route_layer(axum::middleware::map_response(security_headers))
+        .route_layer(PropagateRequestIdLayer::x_request_id())
+        .route_layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    // No query string: it can carry filter values typed by the user.
+                    tracing::info_span!("console", request_id = %id, method = %req.method(), path = %req.uri().path())
+                })
+                .on_request(())
+                .on_response(
+                    |res: &axum::http::Response<_>, latency: std::time::Duration, _span: &tracing::Span| {
+                        tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_millis() as u64, "page");
+                    },
+                ),
+        )
+        .route_layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .fallback_service(api.clone())
         .with_state(Console { api })
+}
+
+/// Headers every console page carries: scripts, styles and forms only from this origin, no
+/// framing (clickjacking), and referrers kept on this site.
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::HeaderValue;
+    let h = response.headers_mut();
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }

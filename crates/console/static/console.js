@@ -108,6 +108,11 @@
     }
   });
 
+  document.addEventListener("click", function (e) {
+    var back = e.target.closest && e.target.closest("[data-back]");
+    if (back && history.length > 1) { e.preventDefault(); history.back(); }
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     var kept = document.getElementById("apm-draft");
     if (kept) {

@@ -687,6 +687,37 @@ async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to
         .await;
     let config_id = created["id"].as_str().expect("id").to_string();
 
+    // Console pages refuse framing and foreign scripts; the API's answers are untouched.
+    let page = server
+        .http
+        .get(server.url("/login"))
+        .send()
+        .await
+        .expect("login page");
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .expect("csp")
+        .to_str()
+        .expect("ascii");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert_eq!(
+        page.headers().get("x-frame-options").map(|v| v.as_bytes()),
+        Some(&b"DENY"[..])
+    );
+    let health = server
+        .http
+        .get(server.url("/health"))
+        .send()
+        .await
+        .expect("health");
+    assert!(
+        health.status().is_success() && health.headers().get("content-security-policy").is_none()
+    );
+
     let chromium = Chromium::launch().await.expect("chromium");
     let tab = chromium.new_tab().await.expect("tab");
     // Keyboard only: the username has the focus, Tab moves to the password, Enter submits.

@@ -395,13 +395,34 @@ impl Tab {
         }
     }
 
-    /// Waits until an element matches `selector`.
+    /// Waits until the page has loaded and an element matches `selector`.
     pub async fn wait_for(&self, selector: &str) -> Result<(), BrowserError> {
         self.wait_until(
-            &format!("document.querySelector({})", js(selector)),
+            &format!(
+                "document.readyState === 'complete' && document.querySelector({})",
+                js(selector)
+            ),
             &format!("selector {selector}"),
         )
         .await
+    }
+
+    /// Finds an element, retrying briefly when the document is being replaced under us (a
+    /// navigation between the wait and the lookup makes node ids stale).
+    async fn element(&self, selector: &str) -> Result<chromiumoxide::Element, BrowserError> {
+        let mut last = None;
+        for _ in 0..20 {
+            self.wait_for(selector).await?;
+            match self.page.find_element(selector).await {
+                Ok(e) => return Ok(e),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(BrowserError::Cdp {
+            what: format!("finding {selector}"),
+            message: last.map(|e| e.to_string()).unwrap_or_default(),
+        })
     }
 
     /// Waits until the page's visible text contains `text`.
@@ -430,12 +451,7 @@ impl Tab {
 
     /// Clicks the element (a real mouse click at its centre, after scrolling it into view).
     pub async fn click(&self, selector: &str) -> Result<(), BrowserError> {
-        self.wait_for(selector).await?;
-        let element = self
-            .page
-            .find_element(selector)
-            .await
-            .map_err(cdp(format!("finding {selector}")))?;
+        let element = self.element(selector).await?;
         element
             .scroll_into_view()
             .await
@@ -455,11 +471,7 @@ impl Tab {
             js(selector)
         ))
         .await?;
-        let element = self
-            .page
-            .find_element(selector)
-            .await
-            .map_err(cdp(format!("finding {selector}")))?;
+        let element = self.element(selector).await?;
         // Key events for what the US layout has; text insertion (as an IME would) for the rest.
         let mut run = String::new();
         for ch in text.chars().chain(std::iter::once('\0')) {
