@@ -796,3 +796,46 @@ async fn proxies_and_telemetry(db: Db) {
     let list = s.get("/api/v1/proxies", &regular).await;
     assert_eq!(list.body.as_array().expect("proxies").len(), 2);
 }
+
+both_dbs!(expiry_and_offline);
+
+/// Enrollment tokens expire; proxies go offline when they stop calling.
+async fn expiry_and_offline(db: Db) {
+    let s = Srv::start_with(db, |st| st.online_window_secs = 1).await;
+    let root = s.root().await;
+    let r = s
+        .post(
+            "/api/v1/enrollment-tokens",
+            &root,
+            json!({"expires_in_seconds": 1}),
+        )
+        .await;
+    let token = r.body["token"].as_str().expect("token").to_string();
+    let (proxy, agent) = s.enroll(&root, "edge-1").await;
+    assert_eq!(
+        s.get("/api/v1/sync?hostname=edge-1&wait=0", &agent)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.get(&format!("/api/v1/proxies/{proxy}"), &root).await.body["online"],
+        true
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let detail = s
+        .call(
+            Method::POST,
+            "/api/v1/agents/enroll",
+            None,
+            Some(json!({"token": token, "hostname": "edge-2"})),
+        )
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    assert!(detail.contains("expired"), "{detail}");
+    let r = s.get(&format!("/api/v1/proxies/{proxy}"), &root).await;
+    assert_eq!(r.body["online"], false, "{}", r.body);
+    let r = s.get("/api/v1/dashboard", &root).await;
+    assert_eq!(r.body["proxies"]["offline"], 1, "{}", r.body);
+    assert_eq!(r.body["proxies"]["online"], 0);
+}

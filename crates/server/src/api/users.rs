@@ -347,6 +347,24 @@ async fn login(
         return Err(ApiError::unauthorized("invalid username or password"));
     };
     if user.disabled != 0 {
+        let mut tx = state.db.begin_write().await?;
+        let actor = Actor {
+            id: Some(user.id.clone()),
+            name: user.username.clone(),
+            request_id,
+        };
+        let new = json!({"client": client, "reason": "account disabled"});
+        audit::record(
+            &mut tx,
+            &actor,
+            "auth.login_failed",
+            "user",
+            Some(&user.id),
+            NONE,
+            Some(&new),
+        )
+        .await?;
+        tx.commit().await?;
         return Err(ApiError::unauthorized("this account is disabled"));
     }
     state.limiter.succeed(&client, &body.username);
