@@ -21,6 +21,12 @@ enum Command {
     Policy(cmd::policy::PolicyCommand),
     /// The control plane: HTTP API, agent sync (SQLite by default, PostgreSQL with --database-url).
     Server(cmd::server::ServerArgs),
+    /// Capture → mocks: ingest traces or record traffic into sanitized WireMock mappings, load them.
+    #[command(subcommand)]
+    Capture(cmd::capture::CaptureCommand),
+    /// Built-in mock server for the WireMock mappings `apm capture` writes.
+    #[command(subcommand)]
+    Mock(cmd::mock::MockCommand),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +34,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(command) => cmd::policy::run(command),
         Command::Server(args) => cmd::server::run(args),
+        Command::Capture(command) => cmd::capture::run(command),
+        Command::Mock(command) => cmd::mock::run(command),
     };
     match result {
         Ok(code) => code,

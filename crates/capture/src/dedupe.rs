@@ -128,12 +128,15 @@ fn write_canonical(v: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         Value::String(s) => write_string(s, out),
-        other => out.extend_from_slice(other.to_string().as_bytes()),
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(Value::String(s.to_string()).to_string().as_bytes());
+    // serde_json's string escaping, written straight into the buffer.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 const NIL: usize = usize::MAX;

@@ -94,33 +94,13 @@ pub struct Pipeline {
     groups: BTreeMap<DedupeKey, Group>,
     stats: SanitizeStats,
     report: Report,
-    metrics: Registry,
+    /// (method, status) → count, for `collector_requests_total`.
+    requests: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 impl Pipeline {
     /// A pipeline with the given settings and sanitizer.
     pub fn new(config: PipelineConfig, sanitizer: Sanitizer) -> Self {
-        let mut metrics = Registry::new();
-        metrics.describe(
-            "collector_requests_total",
-            MetricKind::Counter,
-            "Captured exchanges processed, by method and status (success, filtered, error).",
-        );
-        metrics.describe(
-            "collector_sanitization_operations_total",
-            MetricKind::Counter,
-            "Sensitive values replaced, by type.",
-        );
-        metrics.describe(
-            "collector_deduplication_operations_total",
-            MetricKind::Counter,
-            "Dedupe decisions, by result (new, duplicate).",
-        );
-        metrics.describe(
-            "collector_stubs",
-            MetricKind::Gauge,
-            "Distinct stubs held for writing.",
-        );
         Pipeline {
             lru: Lru::new(config.dedupe_capacity),
             config,
@@ -128,7 +108,7 @@ impl Pipeline {
             groups: BTreeMap::new(),
             stats: SanitizeStats::default(),
             report: Report::default(),
-            metrics,
+            requests: BTreeMap::new(),
         }
     }
 
@@ -140,11 +120,7 @@ impl Pipeline {
     /// Records a malformed trace.
     pub fn malformed(&mut self, error: InputError) {
         self.report.malformed += 1;
-        self.metrics.inc(
-            "collector_requests_total",
-            &[("method", "unknown"), ("status", "error")],
-            1,
-        );
+        *self.requests.entry(("unknown", "error")).or_default() += 1;
         self.report.errors.push(error);
     }
 
@@ -158,36 +134,16 @@ impl Pipeline {
                 .filtered
                 .entry(reason.as_str().into())
                 .or_default() += 1;
-            self.metrics.inc(
-                "collector_requests_total",
-                &[("method", method), ("status", "filtered")],
-                1,
-            );
+            *self.requests.entry((method, "filtered")).or_default() += 1;
             return Outcome::Filtered(reason);
         }
-        let mut stats = SanitizeStats::default();
-        let clean = self.sanitizer.sanitize(ex, &self.config.limits, &mut stats);
-        for (kind, n) in stats.by_type(&self.sanitizer) {
-            self.metrics.inc(
-                "collector_sanitization_operations_total",
-                &[("type", &kind)],
-                n,
-            );
-        }
-        self.stats.merge(&stats);
-        self.metrics.inc(
-            "collector_requests_total",
-            &[("method", method), ("status", "success")],
-            1,
-        );
+        let clean = self
+            .sanitizer
+            .sanitize(ex, &self.config.limits, &mut self.stats);
+        *self.requests.entry((method, "success")).or_default() += 1;
         let key = dedupe_key(&clean, self.config.dedupe_body_prefix);
         if self.lru.seen(key) {
             self.report.duplicates += 1;
-            self.metrics.inc(
-                "collector_deduplication_operations_total",
-                &[("result", "duplicate")],
-                1,
-            );
             if self.config.scenarios
                 && let Some(group) = self.groups.get_mut(&key)
             {
@@ -201,21 +157,19 @@ impl Pipeline {
             Outcome::Duplicate(key)
         } else {
             self.report.unique += 1;
-            self.metrics.inc(
-                "collector_deduplication_operations_total",
-                &[("result", "new")],
-                1,
-            );
             // A key evicted from the LRU and seen again replaces its earlier stub (same id).
             self.groups.insert(
                 key,
                 Group {
-                    response_hashes: vec![response_hash(&clean)],
+                    // Only scenario mode compares responses.
+                    response_hashes: if self.config.scenarios {
+                        vec![response_hash(&clean)]
+                    } else {
+                        Vec::new()
+                    },
                     states: vec![clean],
                 },
             );
-            self.metrics
-                .set("collector_stubs", &[], self.groups.len() as f64);
             Outcome::New(key)
         }
     }
@@ -268,14 +222,55 @@ impl Pipeline {
         self.report.written = n;
     }
 
-    /// The collector metrics.
-    pub fn metrics(&self) -> &Registry {
-        &self.metrics
-    }
-
-    /// The collector metrics, for callers adding their own series.
-    pub fn metrics_mut(&mut self) -> &mut Registry {
-        &mut self.metrics
+    /// The collector metrics (the seed's names), as a registry to render or extend.
+    pub fn metrics(&self) -> Registry {
+        let mut r = Registry::new();
+        r.describe(
+            "collector_requests_total",
+            MetricKind::Counter,
+            "Captured exchanges processed, by method and status (success, filtered, error).",
+        );
+        r.describe(
+            "collector_sanitization_operations_total",
+            MetricKind::Counter,
+            "Sensitive values replaced, by type.",
+        );
+        r.describe(
+            "collector_deduplication_operations_total",
+            MetricKind::Counter,
+            "Dedupe decisions, by result (new, duplicate).",
+        );
+        r.describe(
+            "collector_stubs",
+            MetricKind::Gauge,
+            "Distinct stubs held for writing.",
+        );
+        for ((method, status), n) in &self.requests {
+            r.inc(
+                "collector_requests_total",
+                &[("method", method), ("status", status)],
+                *n,
+            );
+        }
+        for (kind, n) in self.stats.by_type(&self.sanitizer) {
+            r.inc(
+                "collector_sanitization_operations_total",
+                &[("type", &kind)],
+                n,
+            );
+        }
+        r.inc(
+            "collector_deduplication_operations_total",
+            &[("result", "new")],
+            self.report.unique,
+        );
+        r.inc(
+            "collector_deduplication_operations_total",
+            &[("result", "duplicate")],
+            self.report.duplicates,
+        );
+        r.set("collector_stubs", &[], self.groups.len() as f64);
+        r
     }
 }
 

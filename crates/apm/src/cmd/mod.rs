@@ -1,4 +1,6 @@
 //! One module per top-level subcommand.
 
+pub mod capture;
+pub mod mock;
 pub mod policy;
 pub mod server;

@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 
 use crate::model::{Exchange, Header, SourceRef};
 pub use body::{BodyContent, BodyLimits, SanitizedBody};
-use text::{CustomRule, TextRules, key_is_password, key_is_secret};
+use text::{CustomRule, TextRules};
 
 /// The kind of a replacement, used for counting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,9 +287,9 @@ impl Sanitizer {
     }
 
     fn field_kind(&self, key: &str) -> Option<Kind> {
-        if key_is_password(key.as_bytes()) {
+        if self.rules.key_is_password(key.as_bytes()) {
             Some(Kind::Password)
-        } else if key_is_secret(key.as_bytes())
+        } else if self.rules.key_is_secret(key.as_bytes())
             || self
                 .config
                 .sensitive_fields
@@ -324,7 +324,8 @@ impl Sanitizer {
                 }
             }
             Value::Number(n) => {
-                if let Some(u) = n.as_u64() {
+                // Only 11+ digit integers can be a CPF, CNPJ or card.
+                if let Some(u) = n.as_u64().filter(|u| *u >= 10_000_000_000) {
                     let digits = u.to_string();
                     if let Cow::Owned(new) = self.text(&digits, stats) {
                         *v = Value::String(new);
@@ -337,17 +338,24 @@ impl Sanitizer {
                 }
             }
             Value::Object(map) => {
-                let old = std::mem::take(map);
-                for (key, mut value) in old {
-                    let new_key = self.text(&key, stats).into_owned();
-                    match self.field_kind(&key) {
+                let mut renames = Vec::new();
+                for (key, value) in map.iter_mut() {
+                    match self.field_kind(key) {
                         Some(kind) if !value.is_null() => {
                             stats.add(kind);
-                            value = Value::String(kind.marker().to_string());
+                            *value = Value::String(kind.marker().to_string());
                         }
-                        _ => self.json(&mut value, stats),
+                        _ => self.json(value, stats),
                     }
-                    map.insert(new_key, value);
+                    if let Cow::Owned(new_key) = self.text(key, stats) {
+                        renames.push((key.clone(), new_key));
+                    }
+                }
+                // Keys holding customer data (rare) are renamed after the walk.
+                for (old, new) in renames {
+                    if let Some(value) = map.remove(&old) {
+                        map.insert(new, value);
+                    }
                 }
             }
             Value::Null | Value::Bool(_) => {}

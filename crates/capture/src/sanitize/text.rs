@@ -6,8 +6,10 @@
 
 use std::borrow::Cow;
 
+use aho_corasick::AhoCorasick;
 use base64::Engine as _;
-use regex::bytes::Regex;
+use memchr::memmem;
+use regex::bytes::{Regex, RegexSet};
 
 use super::checks::{card_valid, cnpj_valid, cpf_valid};
 use super::{Kind, SanitizeStats};
@@ -29,6 +31,10 @@ pub(crate) struct TextRules {
     phone_intl: Regex,
     phone_br: Regex,
     digit_run: Regex,
+    /// One pass deciding which numeric rules can match at all.
+    numeric_set: RegexSet,
+    /// Key words of the keyed rule, case-insensitive: the regex runs only where one occurs.
+    keywords: AhoCorasick,
     pub(crate) custom: Vec<CustomRule>,
 }
 
@@ -51,9 +57,31 @@ fn digit(b: Option<&u8>) -> bool {
     b.is_some_and(u8::is_ascii_digit)
 }
 
+const DOC_FORMATTED: &str = r"[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}|[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}/[0-9A-Z]{4}-[0-9]{2}";
+const CNPJ_ALNUM: &str = r"[0-9A-Z]{12}[0-9]{2}";
+const PHONE_INTL: &str = r"\+[0-9]{1,3}[ .\-]?(?:\([0-9]{1,4}\)[ .\-]?)?[0-9]{1,5}(?:[ .\-]?[0-9]{2,5}){1,4}";
+const PHONE_BR: &str = r"\([0-9]{2}\) ?9?[0-9]{4}-?[0-9]{4}|[0-9]{2} 9?[0-9]{4}-[0-9]{4}";
+const DIGIT_RUN: &str = r"[0-9](?:[ \-]?[0-9]){10,}";
+
+#[allow(clippy::expect_used)] // constant patterns, covered by every test
+fn set(patterns: &[&str]) -> RegexSet {
+    RegexSet::new(patterns).expect("built-in patterns compile")
+}
+
 impl TextRules {
     pub(crate) fn new(custom: Vec<CustomRule>) -> Self {
+        #[allow(clippy::expect_used)] // constant keywords
+        let keywords = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build([
+                "password", "passwd", "pwd", "token", "secret", "apikey", "api_key", "api-key",
+                "accesskey", "access_key", "access-key", "privatekey", "private_key",
+                "private-key",
+            ])
+            .expect("constant keywords");
         TextRules {
+            numeric_set: set(&[DOC_FORMATTED, CNPJ_ALNUM, PHONE_INTL, PHONE_BR, DIGIT_RUN]),
+            keywords,
             jwt: re(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"),
             email: re(
                 r"[A-Za-z0-9._%+\-]+(?:@|%40)[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}",
@@ -63,15 +91,11 @@ impl TextRules {
             keyed: re(
                 r#"(?i)([A-Za-z0-9_\-]*(?:password|passwd|pwd|token|secret|api_?key|access_?key|private_?key)[A-Za-z0-9_\-]*"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|[^\s&,;"}<>]+)"#,
             ),
-            doc_formatted: re(
-                r"[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}|[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}/[0-9A-Z]{4}-[0-9]{2}",
-            ),
-            cnpj_alnum: re(r"[0-9A-Z]{12}[0-9]{2}"),
-            phone_intl: re(
-                r"\+[0-9]{1,3}[ .\-]?(?:\([0-9]{1,4}\)[ .\-]?)?[0-9]{1,5}(?:[ .\-]?[0-9]{2,5}){1,4}",
-            ),
-            phone_br: re(r"\([0-9]{2}\) ?9?[0-9]{4}-?[0-9]{4}|[0-9]{2} 9?[0-9]{4}-[0-9]{4}"),
-            digit_run: re(r"[0-9](?:[ \-]?[0-9]){10,}"),
+            doc_formatted: re(DOC_FORMATTED),
+            cnpj_alnum: re(CNPJ_ALNUM),
+            phone_intl: re(PHONE_INTL),
+            phone_br: re(PHONE_BR),
+            digit_run: re(DIGIT_RUN),
             custom,
         }
     }
@@ -88,10 +112,10 @@ impl TextRules {
                 }
             };
         }
-        if memchr3(input, b'e', b'J') {
+        if memmem::find(input, b"eyJ").is_some() {
             step!(|t: &[u8], s: &mut SanitizeStats| self.jwt_rule(t, s));
         }
-        if input.contains(&b'@') || contains(input, b"%40") {
+        if memchr::memchr(b'@', input).is_some() || memmem::find(input, b"%40").is_some() {
             step!(|t: &[u8], s: &mut SanitizeStats| self.email_rule(t, s));
         }
         for rule in &self.custom {
@@ -102,19 +126,26 @@ impl TextRules {
                 })
             );
         }
-        if contains_ascii_ci(&cur) {
+        if self.keywords.is_match(&*cur) {
             step!(|t: &[u8], s: &mut SanitizeStats| self.keyed_rule(t, s));
         }
-        // Documents need at least two digits (an alphanumeric CNPJ's check digits); phones
-        // and cards at least eight. Most strings have fewer, and skip the scans.
-        let digits = count_digits(&cur);
-        if digits >= 2 && cur.len() >= 14 {
-            step!(|t: &[u8], s: &mut SanitizeStats| self.doc_formatted_rule(t, s));
-            step!(|t: &[u8], s: &mut SanitizeStats| self.cnpj_alnum_rule(t, s));
-        }
-        if digits >= 8 {
-            step!(|t: &[u8], s: &mut SanitizeStats| self.phone_rule(t, s));
-            step!(|t: &[u8], s: &mut SanitizeStats| self.digit_run_rule(t, s));
+        // Every numeric rule needs two or more digits in a string of 11+ bytes; most strings
+        // fail that, and the rest go through one combined scan that says which rules can
+        // match at all.
+        if cur.len() >= 11 && count_digits(&cur) >= 2 {
+            let hits = self.numeric_set.matches(&cur);
+            if hits.matched(0) {
+                step!(|t: &[u8], s: &mut SanitizeStats| self.doc_formatted_rule(t, s));
+            }
+            if hits.matched(1) {
+                step!(|t: &[u8], s: &mut SanitizeStats| self.cnpj_alnum_rule(t, s));
+            }
+            if hits.matched(2) || hits.matched(3) {
+                step!(|t: &[u8], s: &mut SanitizeStats| self.phone_rule(t, s));
+            }
+            if hits.matched(4) {
+                step!(|t: &[u8], s: &mut SanitizeStats| self.digit_run_rule(t, s));
+            }
         }
         if changed {
             Some(cur.into_owned())
@@ -154,7 +185,7 @@ impl TextRules {
             if v.starts_with(b"SANITIZED_") || v.starts_with(b"\"SANITIZED_") {
                 continue;
             }
-            let kind = if key_is_password(key.as_bytes()) {
+            let kind = if self.key_is_password(key.as_bytes()) {
                 Kind::Password
             } else {
                 Kind::Secret
@@ -396,51 +427,26 @@ fn is_b64_json_object(part: &[u8]) -> bool {
     }
 }
 
-/// True when a key names a password field (`password`, `passwd`, `pwd`, any case, anywhere).
-pub(crate) fn key_is_password(key: &[u8]) -> bool {
-    contains_ci(key, b"password") || contains_ci(key, b"passwd") || contains_ci(key, b"pwd")
+impl TextRules {
+    /// True when a key names a password field (`password`, `passwd`, `pwd`, any case,
+    /// anywhere in the key).
+    pub(crate) fn key_is_password(&self, key: &[u8]) -> bool {
+        self.keywords
+            .find_overlapping_iter(key)
+            .any(|m| m.pattern().as_usize() < PASSWORD_WORDS)
+    }
+
+    /// True when a key names a secret (`token`, `secret`, `api_key`, `access_key`,
+    /// `private_key`, with `_`, `-` or nothing between the words).
+    pub(crate) fn key_is_secret(&self, key: &[u8]) -> bool {
+        self.keywords
+            .find_overlapping_iter(key)
+            .any(|m| m.pattern().as_usize() >= PASSWORD_WORDS)
+    }
 }
 
-/// True when a key names a secret (`token`, `secret`, `api_key`, `access_key`, `private_key`).
-pub(crate) fn key_is_secret(key: &[u8]) -> bool {
-    contains_ci(key, b"token")
-        || contains_ci(key, b"secret")
-        || [b"apikey".as_slice(), b"accesskey", b"privatekey"]
-            .iter()
-            .any(|k| {
-                let squashed: Vec<u8> = key
-                    .iter()
-                    .copied()
-                    .filter(|b| *b != b'_' && *b != b'-')
-                    .collect();
-                contains_ci(&squashed, k)
-            })
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-pub(crate) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    needle.len() <= hay.len()
-        && hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
-}
-
-/// Cheap prefilter for the keyed rule: any of the key words' distinctive letters pairs.
-fn contains_ascii_ci(t: &[u8]) -> bool {
-    t.windows(2).any(|w| {
-        matches!(
-            [w[0].to_ascii_lowercase(), w[1].to_ascii_lowercase()],
-            [b'p', b'a'] | [b'p', b'w'] | [b't', b'o'] | [b's', b'e'] | [b'k', b'e']
-        )
-    })
-}
-
-fn memchr3(t: &[u8], a: u8, b: u8) -> bool {
-    t.windows(3).any(|w| w[0] == a && w[1] == b'y' && w[2] == b)
-}
+/// The first keywords are the password words; the rest name secrets.
+const PASSWORD_WORDS: usize = 3;
 
 fn count_digits(t: &[u8]) -> usize {
     t.iter().filter(|b| b.is_ascii_digit()).count()
