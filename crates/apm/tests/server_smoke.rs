@@ -139,21 +139,43 @@ async fn login(base: &str, user: &str, password: &str) -> (u16, Value) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readme_flow_on_the_real_binary() {
+async fn readme_flow_on_the_real_binary_sqlite() {
+    readme_flow(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_flow_on_the_real_binary_postgres() {
+    let url = tokio::task::spawn_blocking(|| {
+        apm_testkit::postgres::Postgres::shared()
+            .and_then(|pg| pg.fresh_database())
+            .expect("test PostgreSQL (scripts/install-test-deps.sh)")
+    })
+    .await
+    .expect("join");
+    readme_flow(Some(url)).await;
+}
+
+async fn readme_flow(database_url: Option<String>) {
     use reqwest::Method;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut server = Server::start(&data, &[], &[]);
+    let db_args: Vec<&str> = match &database_url {
+        Some(url) => vec!["--database-url", url.as_str()],
+        None => vec![],
+    };
+    let mut server = Server::start(&data, &[], &db_args);
     let lines = server.wait_started();
     let password = lines
         .iter()
         .find_map(|l| l.split("root password (shown once, store it now): ").nth(1))
         .map(|p| p.trim().to_string())
         .unwrap_or_else(|| panic!("no root password printed:\n{}", lines.join("\n")));
-    assert!(
-        data.join("apm.db").exists(),
-        "SQLite database created in the data dir"
-    );
+    if database_url.is_none() {
+        assert!(
+            data.join("apm.db").exists(),
+            "SQLite database created in the data dir"
+        );
+    }
     // Logs are JSON and do not contain the password.
     let log_lines: Vec<&String> = lines.iter().filter(|l| l.starts_with('{')).collect();
     assert!(!log_lines.is_empty());
@@ -312,7 +334,11 @@ async fn readme_flow_on_the_real_binary() {
     assert!(status.success(), "{status:?}");
 
     // Restart on the same data dir: no new password; APM_ROOT_PASSWORD alone changes nothing.
-    let mut server = Server::start(&data, &[("APM_ROOT_PASSWORD", "ignored-password")], &[]);
+    let mut server = Server::start(
+        &data,
+        &[("APM_ROOT_PASSWORD", "ignored-password")],
+        &db_args,
+    );
     let lines = server.wait_started();
     assert!(
         lines.iter().all(|l| !l.contains("root password")),
