@@ -1,4 +1,4 @@
-// ATS Proxy Manager console: session beacon, CSRF header for htmx, and keeping what the user
+// ATS Proxy Manager console: session beacon (every 30 s, sooner if the idle timeout is short), CSRF header for htmx, and keeping what the user
 // typed when the session ends (saved in sessionStorage, filled back in after the next login).
 (function () {
   "use strict";
@@ -78,6 +78,14 @@
     setTimeout(function () { location.assign(url); }, 4000);
   }
 
+  var timer = null;
+  // Every 30 s, or more often when the server's idle timeout is shorter (a third of it), so an
+  // open page never loses its session; the server says how long the session has left.
+  function schedule(ms) {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(beacon, ms);
+  }
+
   function beacon() {
     if (ended) return Promise.resolve();
     return fetch("/api/v1/auth/beacon", {
@@ -85,8 +93,13 @@
       credentials: "same-origin",
       headers: { "X-Requested-With": "apm-console" }
     }).then(function (r) {
-      if (r.status === 401) sessionEnded();
-    }).catch(function () { /* network blip: the next beacon retries */ });
+      if (r.status === 401) { sessionEnded(); return; }
+      if (!r.ok) { schedule(BEACON_MS); return; }
+      return r.json().then(function (b) {
+        var left = Date.parse(b.idle_expires_at) - Date.parse(b.server_time);
+        schedule(isFinite(left) ? Math.max(1000, Math.min(BEACON_MS, left / 3)) : BEACON_MS);
+      });
+    }).catch(function () { schedule(BEACON_MS); /* network blip: retry later */ });
   }
   // Exposed for tests and for the devtools console.
   window.apmBeacon = beacon;
@@ -122,7 +135,8 @@
     }
     if (document.body.dataset.session !== "on") return;
     restoreDrafts();
-    setInterval(beacon, BEACON_MS);
+    // A first beacon soon after load learns the idle timeout; then the schedule adapts.
+    schedule(1000);
     var summary = document.getElementById("error-summary");
     if (summary && !document.querySelector("[autofocus]")) summary.focus();
   });

@@ -654,8 +654,8 @@ async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to_login() {
-    let server = Server::start(3).await;
-    // Sessions die after 3 s here, so the test's own API calls use an API token.
+    let server = Server::start(5).await;
+    // Sessions die after 5 s idle here, so the test's own API calls use an API token.
     let session = server.login("root", ROOT_PASSWORD).await;
     let token = server
         .call(
@@ -854,10 +854,27 @@ async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to
     tab.fill("#a-actor", "someone-typed-this")
         .await
         .expect("type");
-    tokio::time::sleep(Duration::from_millis(4500)).await;
-    tab.eval::<Value>("window.apmBeacon().then(() => true)")
-        .await
-        .ok();
+    // An open page keeps its session past the idle timeout: the beacon adapts to it.
+    tokio::time::sleep(Duration::from_millis(7000)).await;
+    assert!(
+        !tab.eval::<bool>("!document.querySelector('#session-ended').hidden")
+            .await
+            .expect("overlay state"),
+        "the session must survive while the page is open"
+    );
+    // Now the network drops the beacons (they never answer) for longer than the idle timeout;
+    // when it is back, the next beacon finds the session gone.
+    tab.eval::<bool>(
+        "(() => { window.__fetch = window.fetch; window.fetch = () => new Promise(() => {}); return true; })()",
+    )
+    .await
+    .expect("drop beacons");
+    tokio::time::sleep(Duration::from_millis(7000)).await;
+    tab.eval::<bool>(
+        "(() => { window.fetch = window.__fetch; window.apmBeacon(); return true; })()",
+    )
+    .await
+    .expect("network back");
     tab.wait_until(
         "!document.querySelector('#session-ended').hidden",
         "session-ended notice",
@@ -894,7 +911,12 @@ async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to
     tab.fill("#token-name", "typed-before-expiry")
         .await
         .expect("type");
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    // The network drops the beacons (they never answer), so the session idles out; the form
+    // is then sent by a plain navigation.
+    tab.eval::<bool>("(() => { window.fetch = () => new Promise(() => {}); return true; })()")
+        .await
+        .expect("drop beacons");
+    tokio::time::sleep(Duration::from_millis(7000)).await;
     tab.click("#create-token")
         .await
         .expect("submit after expiry");

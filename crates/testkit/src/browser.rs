@@ -179,7 +179,8 @@ impl Chromium {
             .args([
                 "sh",
                 "-c",
-                "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; kill -KILL -- -\"$2\" 2>/dev/null",
+                // A dead test process may linger as a zombie, which `kill -0` still finds.
+                "while [ -d /proc/$1 ] && ! grep -q '^[0-9]* (.*) Z' /proc/$1/stat 2>/dev/null; do sleep 1; done; kill -KILL -- -\"$2\" 2>/dev/null",
                 "apm-chromium-watchdog",
                 &std::process::id().to_string(),
                 &pid.to_string(),
@@ -352,10 +353,15 @@ impl Tab {
 
     /// Evaluates an expression and deserializes its (JSON-able) value.
     pub async fn eval<T: DeserializeOwned>(&self, script: &str) -> Result<T, BrowserError> {
-        let result = self
-            .page
-            .evaluate(script)
+        // A script sent while the page's context is being replaced can wait forever for a
+        // context; bound it so a test fails instead of hanging.
+        let result = tokio::time::timeout(Duration::from_secs(15), self.page.evaluate(script))
             .await
+            .map_err(|_| BrowserError::Timeout {
+                what: format!("script {}", short(script)),
+                waited: Duration::from_secs(15),
+                url: String::new(),
+            })?
             .map_err(cdp(format!("evaluating {}", short(script))))?;
         result.into_value().map_err(|e| BrowserError::Script {
             script: short(script),
