@@ -140,7 +140,7 @@ async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
     let server = Server::start(120).await;
     let root = server.login("root", ROOT_PASSWORD).await;
     let (proxy_id, agent) = server.enroll(&root, "edge-1.example", "9.2.5").await;
-    server.enroll(&root, "edge-2.example", "10.1.0").await;
+    let (proxy2_id, agent2) = server.enroll(&root, "edge-2.example", "10.1.0").await;
     // Metric samples over the last minutes, so the charts have lines.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -330,6 +330,9 @@ async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
     tab.click(&format!("#assign-form input[value='{proxy_id}']"))
         .await
         .expect("tick proxy");
+    tab.click(&format!("#assign-form input[value='{proxy2_id}']"))
+        .await
+        .expect("tick second proxy");
     tab.click("#assign-submit").await.expect("assign");
     tab.wait_for("#assigned-table").await.expect("assigned");
     assert!(
@@ -628,8 +631,33 @@ async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
     );
     assert_eq!(tab.text("#config-status").await.expect("status"), "Draft");
 
-    // The dashboard now shows the drift of nothing and the charts.
+    // The second proxy fails to apply v1: the dashboard shows it out of sync with its error.
+    let bundle2 = server.sync("edge-2.example", &agent2, "10.1.0", "").await;
+    let hash10 = bundle2["hash"].as_str().expect("hash 10").to_string();
+    server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/sync/ack",
+            &agent2,
+            Some(json!({"hostname": "edge-2.example", "hash": hash10, "status": "error",
+                        "error": "traffic_ctl config reload: parent.config line 3: unknown parent host"})),
+        )
+        .await;
     tab.goto(&server.url("/")).await.expect("dashboard");
+    tab.wait_for("#drift-table").await.expect("drift listed");
+    let drift = tab.text("#drift-table").await.expect("drift");
+    assert!(
+        drift.contains("edge-2.example") && drift.contains("unknown parent host"),
+        "{drift}"
+    );
+    assert!(
+        !drift.contains("edge-1.example"),
+        "edge-1 runs its desired version: {drift}"
+    );
+    assert_eq!(
+        tab.text("#stat-drift .num").await.expect("drift count"),
+        "1"
+    );
     tab.wait_for("svg.chart polyline")
         .await
         .expect("a chart with a line");
