@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 /// The problem document (RFC 9457), as sent.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
-    /// A URI naming the problem type, e.g. `https://apm.dev/problems/conflict`.
+    /// A URI reference naming the problem type, e.g. `/problems/conflict` (served by the server:
+    /// `GET /problems/{slug}` describes it).
     #[serde(rename = "type")]
     pub type_uri: String,
     /// Short, fixed summary of the type.
@@ -172,7 +173,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = Problem {
-            type_uri: format!("https://apm.dev/problems/{}", self.slug),
+            type_uri: format!("/problems/{}", self.slug),
             title: self.title.to_string(),
             status: self.status.as_u16(),
             detail: self.detail,
@@ -299,6 +300,70 @@ pub struct Query<T>(pub T);
 #[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Path<T>(pub T);
+
+/// Every problem type: slug, title, what it means and what to do.
+pub const PROBLEM_TYPES: &[(&str, &str, &str)] = &[
+    (
+        "bad-request",
+        "Bad request",
+        "The request is malformed: invalid JSON, a bad query string or path parameter. `detail` names the part.",
+    ),
+    (
+        "invalid",
+        "Invalid content",
+        "The body is well-formed but its content is invalid: a wrong type, an unknown or missing field, or a policy error. `errors[]` locates each problem (e.g. `policy.rules[3].value`).",
+    ),
+    (
+        "unauthorized",
+        "Authentication required",
+        "No credential, or one that is unknown, expired, revoked or idle for too long. Log in again (or enroll the agent again).",
+    ),
+    (
+        "forbidden",
+        "Forbidden",
+        "The credential is valid but its role may not do this, an approval rule forbids it, or a cookie-authenticated write came from another site.",
+    ),
+    (
+        "not-found",
+        "Not found",
+        "No such route, or no entity with the id named in `detail`.",
+    ),
+    (
+        "conflict",
+        "Conflict",
+        "The current state does not allow this (e.g. approving a draft; `current_state` says where the config is), a name is taken, or a proxy belongs to another config (`other_config_id`).",
+    ),
+    (
+        "too-large",
+        "Request body too large",
+        "The body exceeds the server's max_body_bytes setting.",
+    ),
+    (
+        "unsupported-media-type",
+        "Unsupported media type",
+        "Send JSON bodies with Content-Type: application/json.",
+    ),
+    (
+        "rate-limited",
+        "Too many requests",
+        "Too many failed logins from this address for this username; wait the Retry-After seconds.",
+    ),
+    (
+        "method-not-allowed",
+        "Method not allowed",
+        "The path exists but not with this HTTP method; see /api/openapi.json.",
+    ),
+    (
+        "unavailable",
+        "Service unavailable",
+        "The database does not answer; retry later.",
+    ),
+    (
+        "internal",
+        "Internal server error",
+        "A bug: the server log has the cause under the response's x-request-id.",
+    ),
+];
 
 /// 404 for unknown routes.
 pub async fn fallback(uri: axum::http::Uri) -> ApiError {

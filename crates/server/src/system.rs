@@ -19,6 +19,39 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(prometheus))
+        .routes(routes!(problem_type))
+}
+
+/// A problem type's description.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemType {
+    /// The type URI used in problem documents.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// Title.
+    pub title: String,
+    /// What it means and what to do.
+    pub description: String,
+}
+
+/// Describes a problem type (the `type` of every error answer points here).
+#[utoipa::path(get, path = "/problems/{slug}", tag = "system", security(()),
+    params(("slug" = String, Path, description = "Problem type, e.g. conflict")),
+    responses((status = 200, body = ProblemType), (status = 404, body = crate::error::Problem)))]
+async fn problem_type(
+    crate::error::Path(slug): crate::error::Path<String>,
+) -> ApiResult<Json<ProblemType>> {
+    crate::error::PROBLEM_TYPES
+        .iter()
+        .find(|(s, _, _)| *s == slug)
+        .map(|(s, title, description)| {
+            Json(ProblemType {
+                type_uri: format!("/problems/{s}"),
+                title: (*title).to_string(),
+                description: (*description).to_string(),
+            })
+        })
+        .ok_or_else(|| ApiError::not_found(format!("no problem type {slug:?}")))
 }
 
 /// Health answer.

@@ -70,6 +70,14 @@ const ROUTES: &[Route] = &[
         fresh_session: false,
     },
     Route {
+        method: "GET",
+        template: "/problems/{slug}",
+        access: Access::Public,
+        query: "",
+        body: none,
+        fresh_session: false,
+    },
+    Route {
         method: "POST",
         template: "/api/v1/auth/login",
         access: Access::Body,
@@ -429,7 +437,8 @@ impl Fixture {
         let p = t
             .replace("{id}", id)
             .replace("{version}", "1")
-            .replace("{proxy_id}", &self.proxy2);
+            .replace("{proxy_id}", &self.proxy2)
+            .replace("{slug}", "conflict");
         format!("{p}{}", r.query)
     }
 }

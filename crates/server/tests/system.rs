@@ -79,6 +79,28 @@ async fn health_ready_metrics_and_request_ids(db: Db) {
             >= 3
     );
 
+    // Problem types are described where they point.
+    let r = s.call(Method::GET, "/problems/conflict", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["type"], "/problems/conflict");
+    assert!(
+        r.body["description"]
+            .as_str()
+            .expect("description")
+            .contains("current_state")
+    );
+    let missing = s.call(Method::GET, "/problems/nope", None, None).await;
+    assert_eq!(missing.body["type"], "/problems/not-found");
+    let r = s
+        .call(
+            Method::GET,
+            &missing.body["type"].as_str().expect("type").to_string(),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
     // Readiness fails cleanly (503 problem) when the database is gone.
     s.server.state.db.close().await;
     let r = s.call(Method::GET, "/health/ready", None, None).await;
