@@ -94,7 +94,7 @@ async fn health_ready_metrics_and_request_ids(db: Db) {
     let r = s
         .call(
             Method::GET,
-            &missing.body["type"].as_str().expect("type").to_string(),
+            missing.body["type"].as_str().expect("type"),
             None,
             None,
         )
