@@ -12,8 +12,10 @@ use serde::Deserialize;
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalMode {
     /// The submitter confirms in a second, deliberate step (the original design's choice).
+    #[value(alias = "self_confirm")]
     SelfConfirm,
     /// The approver must differ from the submitter and from everyone who edited the version.
+    #[value(alias = "four_eyes")]
     FourEyes,
 }
 
@@ -362,6 +364,18 @@ mod tests {
         assert_eq!(s.approval_mode, ApprovalMode::FourEyes);
         assert_eq!(s.session_idle_timeout_secs, 45);
         assert_eq!(s.sync_max_wait_secs, 60);
+    }
+
+    #[test]
+    fn approval_mode_accepts_both_spellings() {
+        use clap::ValueEnum;
+        for (text, mode) in [
+            ("four-eyes", ApprovalMode::FourEyes),
+            ("four_eyes", ApprovalMode::FourEyes),
+            ("self_confirm", ApprovalMode::SelfConfirm),
+        ] {
+            assert_eq!(ApprovalMode::from_str(text, false), Ok(mode), "{text}");
+        }
     }
 
     #[test]
