@@ -113,3 +113,42 @@ pub fn rendered(
     state.bundles.insert(key, out.clone());
     Ok(out)
 }
+
+/// Re-renders every stored version and fixes stored hashes that no longer match what this
+/// binary renders (the renderer changed in an upgrade). Without it, a proxy would be handed a
+/// bundle whose hash never equals the stored desired hash, and would be sent the same bundle on
+/// every sync. Runs at start; returns how many versions were updated. A version that no longer
+/// validates keeps its hashes and is logged: it needs a human.
+pub async fn refresh_hashes(db: &apm_store::Db) -> Result<usize, apm_store::StoreError> {
+    let mut tx = db.begin_write().await?;
+    let versions = apm_store::configs::list_all_versions(&mut tx).await?;
+    let mut updated = 0;
+    for v in &versions {
+        let valid = match Policy::from_json_str(&v.policy).map(|p| p.validate()) {
+            Ok(Ok(valid)) => valid,
+            Ok(Err(errors)) => {
+                tracing::error!(config_id = %v.config_id, version = v.version, %errors, "stored policy no longer validates");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(config_id = %v.config_id, version = v.version, error = %e, "stored policy unreadable");
+                continue;
+            }
+        };
+        let h9 = apm_policy::render(&valid, AtsMajor::V9).hash.to_string();
+        let h10 = apm_policy::render(&valid, AtsMajor::V10).hash.to_string();
+        if h9 != v.hash_v9 || h10 != v.hash_v10 {
+            apm_store::configs::update_hashes(&mut tx, &v.id, &h9, &h10).await?;
+            updated += 1;
+        }
+    }
+    if updated > 0 {
+        apm_store::telemetry::bump_generation(&mut tx).await?;
+        tracing::warn!(
+            versions = updated,
+            "stored bundle hashes changed with this renderer; proxies will receive the new bundles"
+        );
+    }
+    tx.commit().await?;
+    Ok(updated)
+}

@@ -93,6 +93,9 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(AppState, Option<Str
         .await
         .with_context(|| format!("connecting to {}", apm_store::redact_url(&url)))?;
     db.migrate().await.context("migrating the database")?;
+    bundle::refresh_hashes(&db)
+        .await
+        .context("checking stored bundle hashes")?;
     let generated = ensure_root(&db, &settings).await?;
     let state = AppState::new(db, settings, system::prometheus_handle());
     Ok((state, generated))

@@ -181,3 +181,24 @@ async fn long_poll_wakes_on_log_capture(db: Db) {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+both_dbs!(stale_stored_hashes_are_refreshed_at_start);
+
+/// A renderer upgrade changes bundles: the stored desired hash must follow, or agents would get
+/// the same bundle on every sync. Simulated by corrupting the stored hashes, then restarting.
+async fn stale_stored_hashes_are_refreshed_at_start(db: Db) {
+    let s = Srv::start(db).await;
+    let (_, _, agent, hash) = setup(&s).await;
+    {
+        let mut conn = s.server.state.db.pool().acquire().await.expect("conn");
+        for v in apm_store::configs::list_all_versions(&mut conn).await.expect("versions") {
+            apm_store::configs::update_hashes(&mut conn, &v.id, &"0".repeat(64), &"1".repeat(64)).await.expect("corrupt");
+        }
+    }
+    let url = s.database_url.clone();
+    s.server.stop().await;
+    let s = Srv::start_on(&url, tempfile::tempdir().expect("dir"), |_| {}).await;
+    let r = s.get(&format!("/api/v1/sync?hostname=edge-1&hash={hash}&wait=0"), &agent).await;
+    assert_eq!(r.body["status"], "unchanged", "{}", r.body);
+    assert_eq!(r.body["hash"], hash.as_str());
+}

@@ -330,3 +330,28 @@ pub async fn count_pending(conn: &mut AnyConnection) -> Result<i64> {
         .await?,
     )
 }
+
+/// Every version of every config (startup re-hash after a renderer upgrade).
+pub async fn list_all_versions(conn: &mut AnyConnection) -> Result<Vec<VersionRow>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM config_versions ORDER BY config_id, version")
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+/// Replaces the stored bundle hashes of a version.
+pub async fn update_hashes(
+    conn: &mut AnyConnection,
+    id: &str,
+    hash_v9: &str,
+    hash_v10: &str,
+) -> Result<()> {
+    sqlx::query("UPDATE config_versions SET hash_v9 = $2, hash_v10 = $3 WHERE id = $1")
+        .bind(id)
+        .bind(hash_v9)
+        .bind(hash_v10)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
