@@ -558,7 +558,8 @@ impl Agent {
             }
             (Some(open), Some(w)) => {
                 let until = w.until_ms.min(max_until);
-                if until != open.until_ms {
+                let same_window = open.id.as_deref() == Some(w.until_ms.to_string().as_str());
+                if !same_window && until != open.until_ms {
                     self.update(|s| {
                         if let Some(c) = s.capture.as_mut() {
                             c.until_ms = until;
@@ -572,10 +573,15 @@ impl Agent {
             }
             (None, Some(w)) => {
                 let until = w.until_ms.min(max_until);
-                if until <= now_ms() {
+                let done = self.state.lock().await.capture_done_until;
+                if until <= now_ms() || done == Some(w.until_ms) {
                     return false;
                 }
-                match self.capturer.prepare(None, until).await {
+                match self
+                    .capturer
+                    .prepare(Some(w.until_ms.to_string()), until)
+                    .await
+                {
                     Ok(prepared) => {
                         // Persist first: whatever happens next, a restart can restore.
                         self.update(|s| s.capture = Some(prepared)).await;
@@ -610,7 +616,12 @@ impl Agent {
         self.ship_lines().await;
         match self.capturer.restore(open).await {
             Ok(()) => {
-                self.update(|s| s.capture = None).await;
+                let server_until = open.id.as_deref().and_then(|id| id.parse::<i64>().ok());
+                self.update(|s| {
+                    s.capture = None;
+                    s.capture_done_until = server_until;
+                })
+                .await;
             }
             Err(e) => {
                 // Keep the window persisted so the next start restores.

@@ -13,7 +13,11 @@
 //!              [ET_TASK 0] ERROR: ip_allow.yaml failed to load
 //! manager.log: traffic_manager NOTE: User has changed config file records.config
 //!              traffic_manager WARNING: Could not parse line at '/…/records.config:8' -- skipping line: '…'
+//!              traffic_manager WARNING: Unrecognized configuration value 'proxy.config.nonexistent.thing'
 //! ```
+//!
+//! A record given with the wrong type (`STRING` for an `INT` record) is ignored without any
+//! line at all; the agent cannot see that one.
 //!
 //! `records.config` produces no diags.log line; its confirmation is the manager.log line. The
 //! ATS 9.2 dest_ip hang shows as "loading ..." with no "finished loading", ever.
@@ -124,7 +128,9 @@ pub fn assess(changed: &[String], diags: &[String], manager: &[String]) -> Asses
         {
             *progress = FileProgress::Finished;
         }
-        if line.contains("Could not parse line at") && line.contains("records.config") {
+        let refused = (line.contains("Could not parse line at") && line.contains("records.config"))
+            || line.contains("Unrecognized configuration value");
+        if refused {
             errors.push(line.trim().to_owned());
         }
     }
@@ -267,6 +273,21 @@ mod tests {
             ),
         );
         assert!(matches!(a.verdict(false), Some(Verdict::Rejected(_))));
+    }
+
+    #[test]
+    fn unknown_records_are_a_rejection() {
+        let a = assess(
+            &changed(&["records.config"]),
+            &[],
+            &lines(
+                "[x] traffic_manager NOTE: User has changed config file records.config\n\
+                 [x] traffic_manager WARNING: Unrecognized configuration value 'proxy.config.nonexistent.thing'\n",
+            ),
+        );
+        assert!(
+            matches!(a.verdict(false), Some(Verdict::Rejected(e)) if e[0].contains("nonexistent"))
+        );
     }
 
     #[test]

@@ -23,3 +23,13 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
     };
 }
+
+/// Logs a fatal misconfiguration (also printed to stderr by the caller).
+pub fn misconfigured(error: &dyn std::fmt::Display, exit_code: u8) {
+    tracing::error!(error = %error, exit_code, "agent misconfigured");
+}
+
+/// Logs the signal that stops the agent.
+pub fn stopping(signal: &str) {
+    tracing::info!(signal, "shutting down");
+}

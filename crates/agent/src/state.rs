@@ -73,7 +73,7 @@ pub struct RestartPending {
 /// An open log-capture window and what to restore at its end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureState {
-    /// Server's id of the window, if it sent one.
+    /// Identifies the server's window: its end (epoch ms) as the server announced it.
     pub id: Option<String>,
     /// End of the window, epoch ms.
     pub until_ms: i64,
@@ -108,6 +108,10 @@ pub struct AgentState {
     pub pending_ack: Option<Ack>,
     /// An open capture window.
     pub capture: Option<CaptureState>,
+    /// End (server's `until_ms`) of the last window the agent finished, so that a window the
+    /// agent ended early (its own maximum) is not opened again.
+    #[serde(default)]
+    pub capture_done_until: Option<i64>,
 }
 
 impl AgentState {

@@ -19,6 +19,8 @@ enum Command {
     /// Offline policy tools: template, validate, render, explain, PAC, NO_PROXY.
     #[command(subcommand)]
     Policy(cmd::policy::PolicyCommand),
+    /// The agent beside each ATS: sync, validate, apply atomically, confirm, roll back, report.
+    Agent(Box<cmd::agent::AgentArgs>),
     /// The control plane: HTTP API, agent sync (SQLite by default, PostgreSQL with --database-url).
     Server(cmd::server::ServerArgs),
     /// Capture → mocks: ingest traces or record traffic into sanitized WireMock mappings, load them.
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy(command) => cmd::policy::run(command),
+        Command::Agent(args) => cmd::agent::run(*args),
         Command::Server(args) => cmd::server::run(args),
         Command::Capture(command) => cmd::capture::run(command),
         Command::Mock(command) => cmd::mock::run(command),

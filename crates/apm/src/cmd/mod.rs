@@ -1,5 +1,6 @@
 //! One module per top-level subcommand.
 
+pub mod agent;
 pub mod capture;
 pub mod mock;
 pub mod policy;
