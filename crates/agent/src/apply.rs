@@ -609,3 +609,161 @@ pub enum ReloadFailure {
     #[error("reload not confirmed within {:?}: no log line for {}", .1, .0.join(", "))]
     NotConfirmed(Vec<String>, Duration),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An applier whose traffic_ctl does not exist: ATS is "not running", so these tests cover
+    /// the file transaction alone (the real-ATS paths are in tests/apply_real_ats.rs).
+    fn offline(dir: &Path) -> (Applier, StateDir, PathBuf) {
+        let etc = dir.join("etc");
+        fs::create_dir_all(&etc).unwrap();
+        let state = StateDir::open(&dir.join("state")).unwrap();
+        let applier = Applier::new(
+            etc.clone(),
+            state.clone(),
+            TrafficCtl::new(
+                "/nonexistent/traffic_ctl".into(),
+                None,
+                Duration::from_secs(1),
+            ),
+            LogFiles::new(dir.join("log")),
+            LocalRecords::default(),
+            ApplySettings::default(),
+        );
+        (applier, state, etc)
+    }
+
+    fn files(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(n, c)| ((*n).to_owned(), (*c).to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn recovery_puts_the_complete_old_set_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (applier, state, etc) = offline(dir.path());
+        fs::write(etc.join("a.config"), "old a").unwrap();
+        fs::write(etc.join("b.config"), "old b").unwrap();
+        // A crash after the first of three renames: a new, b old, c (new file) absent.
+        state
+            .write_json(
+                BACKUP,
+                &Backup {
+                    files: [
+                        ("a.config".to_owned(), Some("old a".to_owned())),
+                        ("b.config".to_owned(), Some("old b".to_owned())),
+                        ("c.config".to_owned(), None),
+                    ]
+                    .into(),
+                },
+            )
+            .unwrap();
+        state
+            .write_json(
+                JOURNAL,
+                &Journal {
+                    new_hash: ContentHash::of_files(&files(&[("a.config", "new a")])),
+                    files: vec!["a.config".into(), "b.config".into(), "c.config".into()],
+                    started_ms: 0,
+                },
+            )
+            .unwrap();
+        fs::write(etc.join("a.config"), "new a").unwrap();
+        fs::create_dir_all(etc.join(STAGING)).unwrap();
+        fs::write(etc.join(STAGING).join("b.config"), "new b").unwrap();
+        fs::write(etc.join(STAGING).join("c.config"), "new c").unwrap();
+
+        let note = applier.recover().await.unwrap().unwrap();
+        assert!(note.contains("ATS is not running"), "{note}");
+        assert_eq!(fs::read_to_string(etc.join("a.config")).unwrap(), "old a");
+        assert_eq!(fs::read_to_string(etc.join("b.config")).unwrap(), "old b");
+        assert!(!etc.join("c.config").exists());
+        assert!(!etc.join(STAGING).exists());
+        assert!(!state.path(JOURNAL).exists() && !state.path(BACKUP).exists());
+        // Idempotent: nothing more to do.
+        assert_eq!(applier.recover().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_crash_before_the_journal_leaves_the_config_dir_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (applier, state, etc) = offline(dir.path());
+        fs::write(etc.join("a.config"), "old a").unwrap();
+        state
+            .write_json(
+                BACKUP,
+                &Backup {
+                    files: [("a.config".to_owned(), Some("old a".to_owned()))].into(),
+                },
+            )
+            .unwrap();
+        fs::create_dir_all(etc.join(STAGING)).unwrap();
+        fs::write(etc.join(STAGING).join("a.config"), "new a").unwrap();
+        assert_eq!(applier.recover().await.unwrap(), None);
+        assert_eq!(fs::read_to_string(etc.join("a.config")).unwrap(), "old a");
+        assert!(!etc.join(STAGING).exists());
+        assert!(!state.path(BACKUP).exists());
+    }
+
+    #[tokio::test]
+    async fn a_failed_reload_restores_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (applier, state, etc) = offline(dir.path());
+        let old = files(&[
+            ("parent.config", "dest_domain=. go_direct=true\n"),
+            (
+                "records.config",
+                "CONFIG proxy.config.http.server_ports STRING 8153\n",
+            ),
+            ("ip_allow.yaml", "ip_allow:\n"),
+        ]);
+        for (n, c) in &old {
+            fs::write(etc.join(n), c).unwrap();
+        }
+        let mut new = old.clone();
+        new.insert(
+            "parent.config".into(),
+            "dest_domain=. parent=\"p:1\" go_direct=false\n".into(),
+        );
+        let bundle =
+            ValidBundle::check(ContentHash::of_files(&new), None, AtsMajor::V9, new).unwrap();
+        // traffic_ctl is missing, so the reload fails: the old files must come back.
+        let outcome = applier.apply(&bundle).await.unwrap();
+        let ApplyOutcome::Failed { detail } = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(
+            detail.contains("traffic_ctl config reload failed"),
+            "{detail}"
+        );
+        for (n, c) in &old {
+            assert_eq!(&fs::read_to_string(etc.join(n)).unwrap(), c, "{n}");
+        }
+        assert!(!state.path(JOURNAL).exists() && !state.path(BACKUP).exists());
+    }
+
+    #[test]
+    fn local_records_only_apply_to_ats_9() {
+        let local = LocalRecords::parse("CONFIG proxy.config.admin.user_id STRING ats\n").unwrap();
+        let v9 = ValidBundle {
+            hash: ContentHash::of_files(&BTreeMap::new()),
+            version: None,
+            ats: AtsMajor::V9,
+            files: files(&[("records.config", "CONFIG proxy.config.a INT 1\n")]),
+        };
+        assert!(
+            materialize(&v9, &local).unwrap()["records.config"]
+                .contains("admin.user_id STRING ats")
+        );
+        let v10 = ValidBundle {
+            ats: AtsMajor::V10,
+            files: files(&[("records.yaml", "records:\n")]),
+            ..v9
+        };
+        assert!(materialize(&v10, &local).unwrap_err().contains("ATS 10"));
+    }
+}

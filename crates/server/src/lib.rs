@@ -84,9 +84,16 @@ pub fn app(state: AppState) -> Router {
 /// was created or reset without `APM_ROOT_PASSWORD`, the generated password (to print once).
 pub async fn prepare(settings: Settings) -> anyhow::Result<(AppState, Option<String>)> {
     settings.validate()?;
-    if settings.database_url.is_none() {
+    if settings.database_url.is_none() && !settings.data_dir.exists() {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+        // The database holds password hashes and the audit trail: owner-only from the start.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("restricting data dir {}", settings.data_dir.display()))?;
+        }
     }
     let url = settings.effective_database_url();
     let db = Db::connect(&url, settings.database_max_connections)
