@@ -17,7 +17,7 @@ use crate::input::InputError;
 use crate::metrics::{MetricKind, Registry};
 use crate::model::Exchange;
 use crate::sanitize::{BodyContent, BodyLimits, SanitizeStats, SanitizedExchange, Sanitizer};
-use crate::wiremock::{MappingFile, ScenarioStep, mapping};
+use crate::wiremock::{MappingFile, ScenarioStep, mapping, mapping_owned};
 
 /// Pipeline settings.
 #[derive(Clone, Debug)]
@@ -187,24 +187,28 @@ impl Pipeline {
                 out.push(mapping(&group.states[0], key, 0, None, now));
                 continue;
             }
-            // Like WireMock's repeatsAsScenarios: each state serves one recorded response
-            // and moves on; the last state keeps serving the last response.
-            let name = format!("apm-{}", &key.hex()[..16]);
-            let n = group.states.len();
-            for (i, ex) in group.states.iter().enumerate() {
-                let state = |j: usize| {
-                    if j == 0 {
-                        "Started".to_string()
-                    } else {
-                        format!("{name}-{}", j + 1)
-                    }
-                };
-                let step = ScenarioStep {
-                    name: name.clone(),
-                    required_state: state(i),
-                    new_state: (i + 1 < n).then(|| state(i + 1)),
-                };
+            let steps = scenario_steps(key, group.states.len());
+            for (i, (ex, step)) in group.states.iter().zip(steps).enumerate() {
                 out.push(mapping(ex, key, i as u32, Some(&step), now));
+            }
+        }
+        out
+    }
+
+    /// Like [`Self::mappings`], but consumes the pipeline so bodies move into the mappings
+    /// instead of being copied (for one-shot runs like `apm capture ingest`).
+    pub fn into_mappings(self, now: OffsetDateTime) -> Vec<MappingFile> {
+        let mut out = Vec::with_capacity(self.groups.len());
+        for (key, group) in self.groups {
+            if group.states.len() == 1 {
+                for ex in group.states {
+                    out.push(mapping_owned(ex, &key, 0, None, now));
+                }
+                continue;
+            }
+            let steps = scenario_steps(&key, group.states.len());
+            for (i, (ex, step)) in group.states.into_iter().zip(steps).enumerate() {
+                out.push(mapping_owned(ex, &key, i as u32, Some(&step), now));
             }
         }
         out
@@ -272,6 +276,26 @@ impl Pipeline {
         r.set("collector_stubs", &[], self.groups.len() as f64);
         r
     }
+}
+
+/// Like WireMock's repeatsAsScenarios: each state serves one recorded response and moves on;
+/// the last state keeps serving the last response.
+fn scenario_steps(key: &DedupeKey, n: usize) -> Vec<ScenarioStep> {
+    let name = format!("apm-{}", &key.hex()[..16]);
+    let state = |j: usize| {
+        if j == 0 {
+            "Started".to_string()
+        } else {
+            format!("{name}-{}", j + 1)
+        }
+    };
+    (0..n)
+        .map(|i| ScenarioStep {
+            name: name.clone(),
+            required_state: state(i),
+            new_state: (i + 1 < n).then(|| state(i + 1)),
+        })
+        .collect()
 }
 
 /// Methods outside the standard set are folded into one label value, so a client sending

@@ -54,7 +54,12 @@ pub struct MappingFile {
 impl MappingFile {
     /// Pretty JSON with a trailing newline.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(&self.mapping).unwrap_or_default();
+        // Sized for a typical stub up front: growing from serde_json's default is mostly
+        // copying.
+        let mut out = Vec::with_capacity(16 * 1024);
+        if serde_json::to_writer_pretty(&mut out, &self.mapping).is_err() {
+            out.clear();
+        }
         out.push(b'\n');
         out
     }
@@ -70,6 +75,21 @@ pub fn mapping(
     scenario: Option<&ScenarioStep>,
     fallback_time: OffsetDateTime,
 ) -> MappingFile {
+    mapping_owned(ex.clone(), key, state_index, scenario, fallback_time)
+}
+
+/// [`mapping`], consuming the exchange so bodies move into the mapping instead of being
+/// copied.
+pub fn mapping_owned(
+    mut ex: SanitizedExchange,
+    key: &DedupeKey,
+    state_index: u32,
+    scenario: Option<&ScenarioStep>,
+    fallback_time: OffsetDateTime,
+) -> MappingFile {
+    let request_body = std::mem::replace(&mut ex.request_body.content, BodyContent::Empty);
+    let response_body = std::mem::replace(&mut ex.response_body.content, BodyContent::Empty);
+    let ex = &ex;
     let id = key.stub_id(state_index);
     let mut request = Map::new();
     request.insert("method".into(), json!(ex.method()));
@@ -110,7 +130,7 @@ pub fn mapping(
         }
         request.insert("queryParameters".into(), Value::Object(params));
     }
-    if let Some(pattern) = body_pattern(ex.request_body()) {
+    if let Some(pattern) = body_pattern(request_body, ex.request_body()) {
         request.insert("bodyPatterns".into(), json!([pattern]));
     }
 
@@ -120,13 +140,13 @@ pub fn mapping(
     if !headers.is_empty() {
         response.insert("headers".into(), Value::Object(headers));
     }
-    match &ex.response_body().content {
+    match response_body {
         BodyContent::Empty => {}
         BodyContent::Json(v) => {
-            response.insert("jsonBody".into(), v.clone());
+            response.insert("jsonBody".into(), v);
         }
         BodyContent::Text(t) => {
-            response.insert("body".into(), json!(t));
+            response.insert("body".into(), Value::String(t));
         }
         BodyContent::Binary(b) => {
             response.insert(
@@ -244,14 +264,14 @@ fn placeholders(v: &mut Value) -> bool {
 
 /// The request body matcher, or `None` for empty or truncated bodies (a partial body must
 /// never become an exact matcher: the real request would not equal it).
-fn body_pattern(body: &SanitizedBody) -> Option<Value> {
+fn body_pattern(content: BodyContent, body: &SanitizedBody) -> Option<Value> {
     if body.truncated {
         return None;
     }
-    Some(match &body.content {
+    Some(match content {
         BodyContent::Empty => return None,
         BodyContent::Json(v) => {
-            let mut expected = v.clone();
+            let mut expected = v;
             if placeholders(&mut expected) {
                 json!({
                     "equalToJson": expected,
@@ -267,7 +287,7 @@ fn body_pattern(body: &SanitizedBody) -> Option<Value> {
                 })
             }
         }
-        BodyContent::Text(t) if has_marker(t) => json!({ "matches": marker_regex(t, ".+?") }),
+        BodyContent::Text(t) if has_marker(&t) => json!({ "matches": marker_regex(&t, ".+?") }),
         BodyContent::Text(t) => json!({ "equalTo": t }),
         BodyContent::Binary(b) => json!({
             "binaryEqualTo": base64::engine::general_purpose::STANDARD.encode(b)

@@ -317,6 +317,12 @@ fn repeats_with_different_responses_become_scenarios() {
         p.process(ex);
     }
     let maps = p.mappings(datetime!(2026-11-21 00:00 UTC));
+    // The consuming variant produces the same mappings.
+    let mut again = Pipeline::new(cfg_again(), Sanitizer::builtin());
+    for ex in parse_all(InputFormat::Jsonl, [("x", text.as_bytes())]).exchanges {
+        again.process(ex);
+    }
+    assert_eq!(again.into_mappings(datetime!(2026-11-21 00:00 UTC)), maps);
     assert_eq!(maps.len(), 2);
     assert_eq!(p.report().scenario_states, 1);
     assert_eq!(maps[0].mapping["requiredScenarioState"], "Started");
@@ -327,6 +333,13 @@ fn repeats_with_different_responses_become_scenarios() {
     assert!(maps[1].mapping.get("newScenarioState").is_none());
     assert_eq!(maps[1].mapping["response"]["body"], "done");
     assert_ne!(maps[0].id, maps[1].id);
+}
+
+fn cfg_again() -> PipelineConfig {
+    PipelineConfig {
+        scenarios: true,
+        ..PipelineConfig::default()
+    }
 }
 
 #[test]

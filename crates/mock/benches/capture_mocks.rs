@@ -41,8 +41,23 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "notebook", "cabo", "monitor", "teclado", "mouse", "cadeira", "mesa", "lampada", "garrafa",
-    "mochila", "fone", "carregador", "suporte", "webcam", "impressora", "papel", "caneta",
+    "notebook",
+    "cabo",
+    "monitor",
+    "teclado",
+    "mouse",
+    "cadeira",
+    "mesa",
+    "lampada",
+    "garrafa",
+    "mochila",
+    "fone",
+    "carregador",
+    "suporte",
+    "webcam",
+    "impressora",
+    "papel",
+    "caneta",
 ];
 
 fn words(r: &mut Rng, n: usize) -> String {
@@ -68,7 +83,11 @@ fn exchange(id: u64) -> Value {
                    "price_cents": r.below(100_000), "description": words(&mut r, 12), "line": k})
         })
         .collect();
-    let card = if id % 10 == 0 { "4111 1111 1111 1111" } else { "" };
+    let card = if id.is_multiple_of(10) {
+        "4111 1111 1111 1111"
+    } else {
+        ""
+    };
     let req = json!({
         "order_id": format!("ORD-2026-{id:06}"),
         "customer": {"name": "Cliente Exemplo", "email": format!("cliente{id}@example.com.br"),
@@ -111,7 +130,11 @@ fn corpus(n: u64) -> String {
     let mut out = String::new();
     for i in 0..n {
         // About 30% repeats of an earlier request, as a busy service produces.
-        let id = if i > 10 && r.below(10) < 3 { r.below(i) } else { i };
+        let id = if i > 10 && r.below(10) < 3 {
+            r.below(i)
+        } else {
+            i
+        };
         out.push_str(&exchange(id).to_string());
         out.push('\n');
     }
@@ -141,7 +164,7 @@ fn pipeline_bench(quick: bool) -> String {
         for e in ex {
             p.process(e);
         }
-        let maps = p.mappings(time::OffsetDateTime::now_utc());
+        let maps = p.into_mappings(time::OffsetDateTime::now_utc());
         out_bytes = maps.iter().map(|m| m.to_bytes().len()).sum::<usize>();
         let t = start.elapsed().as_secs_f64();
         best = best.min(t);
@@ -153,7 +176,11 @@ fn pipeline_bench(quick: bool) -> String {
         .arg(&path)
         .output()
         .expect("python3 for the seed baseline");
-    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let v: Value = serde_json::from_slice(&py.stdout).unwrap();
     let py_secs = v["seconds"].as_f64().unwrap();
     let rust_rate = n as f64 / best;
@@ -185,7 +212,12 @@ fn python_version() -> String {
     Command::new("python3")
         .arg("--version")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().trim_start_matches("Python ").to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .trim_start_matches("Python ")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -218,8 +250,16 @@ struct Probe {
 
 fn probe(i: usize) -> Probe {
     match i % 3 {
-        0 => Probe { method: hyper::Method::GET, path: format!("/api/v1/items/{i}"), body: Bytes::new() },
-        1 => Probe { method: hyper::Method::GET, path: format!("/api/v1/search/{}?q=term{i}&page=1", i / 3), body: Bytes::new() },
+        0 => Probe {
+            method: hyper::Method::GET,
+            path: format!("/api/v1/items/{i}"),
+            body: Bytes::new(),
+        },
+        1 => Probe {
+            method: hyper::Method::GET,
+            path: format!("/api/v1/search/{}?q=term{i}&page=1", i / 3),
+            body: Bytes::new(),
+        },
         _ => Probe {
             method: hyper::Method::POST,
             path: format!("/api/v1/orders/{}", i / 3),
@@ -238,7 +278,12 @@ struct LoadResult {
 
 /// Closed-loop load: `conns` keep-alive connections, each sending one request at a time until
 /// `dur` has passed. Bounded in time; loopback only.
-async fn run_load(addr: std::net::SocketAddr, probes: Arc<Vec<Probe>>, conns: usize, dur: Duration) -> LoadResult {
+async fn run_load(
+    addr: std::net::SocketAddr,
+    probes: Arc<Vec<Probe>>,
+    conns: usize,
+    dur: Duration,
+) -> LoadResult {
     let start = Instant::now();
     let deadline = start + dur;
     let mut tasks = Vec::new();
@@ -247,15 +292,21 @@ async fn run_load(addr: std::net::SocketAddr, probes: Arc<Vec<Probe>>, conns: us
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream.set_nodelay(true).unwrap();
-            let (mut send, conn) =
-                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
             tokio::spawn(conn);
             let mut lat = Vec::with_capacity(100_000);
             let mut errors = 0usize;
             let mut r = Rng(0x1234_5678 + c as u64 * 7919);
             while Instant::now() < deadline {
                 let p = &probes[r.below(probes.len() as u64) as usize];
-                let mut req = hyper::Request::builder().method(p.method.clone()).uri(&p.path).header("host", "bench");
+                let mut req = hyper::Request::builder()
+                    .method(p.method.clone())
+                    .uri(&p.path)
+                    .header("host", "bench");
                 if !p.body.is_empty() {
                     req = req.header("content-type", "application/json");
                 }
@@ -288,13 +339,28 @@ async fn run_load(addr: std::net::SocketAddr, probes: Arc<Vec<Probe>>, conns: us
     }
     let secs = start.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |q: f64| all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
-    LoadResult { requests: all.len(), errors, secs, p50_us: pct(0.50), p99_us: pct(0.99) }
+    let pct = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    LoadResult {
+        requests: all.len(),
+        errors,
+        secs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
 }
 
 /// Child mode: serve a mapping directory with apm mock serve's library on a free port.
 fn serve_child(dir: &str) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let (maps, errs) = apm_mock::files::read_mappings(Path::new(dir)).unwrap();
         assert!(errs.is_empty());
@@ -309,7 +375,15 @@ fn serve_child(dir: &str) {
             let mut line = String::new();
             let _ = std::io::stdin().read_line(&mut line);
         });
-        apm_mock::http::serve(l, move |req| apm_mock::server::handle(s.clone(), req), async move { let _ = stop.await; }, Duration::from_secs(1)).await;
+        apm_mock::http::serve(
+            l,
+            move |req| apm_mock::server::handle(s.clone(), req),
+            async move {
+                let _ = stop.await;
+            },
+            Duration::from_secs(1),
+        )
+        .await;
     });
 }
 
@@ -323,13 +397,24 @@ impl Drop for Child {
 
 fn serve_bench(quick: bool) -> String {
     let (warm, measure, lat_dur) = if quick {
-        (Duration::from_millis(500), Duration::from_secs(1), Duration::from_millis(500))
+        (
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+        )
     } else {
-        (Duration::from_secs(3), Duration::from_secs(5), Duration::from_secs(3))
+        (
+            Duration::from_secs(3),
+            Duration::from_secs(5),
+            Duration::from_secs(3),
+        )
     };
     let conns = 16;
     let wm = wiremock::WireMock::start(&["--no-request-journal"]);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut out = format!(
         "### `apm mock serve` vs WireMock 3.13.2\n\n\
          closed-loop load on loopback from one core: {conns} keep-alive connections for {:.0} s after {:.0} s warm-up \
@@ -337,13 +422,19 @@ fn serve_bench(quick: bool) -> String {
          GET with query matchers, POST with equalToJson); both servers have 2 cores to share with the load generator.\n\n\
          | stubs | server | req/s ({conns} conns) | p50 | p99 | p50 (1 conn) | p99 (1 conn) | errors |\n\
          |---:|---|---:|---:|---:|---:|---:|---:|\n",
-        measure.as_secs_f64(), warm.as_secs_f64(), lat_dur.as_secs_f64()
+        measure.as_secs_f64(),
+        warm.as_secs_f64(),
+        lat_dur.as_secs_f64()
     );
     let mut ratio_10k = 0.0;
     for &n in &[100usize, 1000, 10_000] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("mappings")).unwrap();
-        std::fs::write(dir.path().join("mappings/all.json"), serde_json::to_vec(&json!({"mappings": stubs(n)})).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join("mappings/all.json"),
+            serde_json::to_vec(&json!({"mappings": stubs(n)})).unwrap(),
+        )
+        .unwrap();
         let child = Command::new(std::env::current_exe().unwrap())
             .env("APM_BENCH_SERVE", dir.path())
             .stdin(Stdio::piped())
@@ -352,25 +443,40 @@ fn serve_bench(quick: bool) -> String {
             .unwrap();
         let mut child = Child(child);
         let mut line = String::new();
-        BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let ours: std::net::SocketAddr = format!("127.0.0.1:{}", line.trim()).parse().unwrap();
         let mut cfg = apm_mock::load::LoadConfig::new(&wm.url(), dir.path());
         cfg.replace = true;
         cfg.batch_size = 1000;
         cfg.backup = dir.path().join("backup.json");
-        let rep = rt.block_on(apm_mock::load::load(&cfg, &mut apm_capture::metrics::Registry::new())).unwrap();
+        let rep = rt
+            .block_on(apm_mock::load::load(
+                &cfg,
+                &mut apm_capture::metrics::Registry::new(),
+            ))
+            .unwrap();
         assert_eq!(rep.loaded, n);
         let wm_addr: std::net::SocketAddr = format!("127.0.0.1:{}", wm.port).parse().unwrap();
         let probes = Arc::new((0..n).map(probe).collect::<Vec<_>>());
         let mut rps = [0.0; 2];
-        for (k, (name, addr)) in [("apm mock serve", ours), ("WireMock 3.13.2", wm_addr)].into_iter().enumerate() {
+        for (k, (name, addr)) in [("apm mock serve", ours), ("WireMock 3.13.2", wm_addr)]
+            .into_iter()
+            .enumerate()
+        {
             rt.block_on(run_load(addr, probes.clone(), conns, warm));
             let t = rt.block_on(run_load(addr, probes.clone(), conns, measure));
             let l = rt.block_on(run_load(addr, probes.clone(), 1, lat_dur));
             rps[k] = t.requests as f64 / t.secs;
             out.push_str(&format!(
                 "| {n} | {name} | {:.0} | {:.2} ms | {:.2} ms | {:.3} ms | {:.3} ms | {} |\n",
-                rps[k], t.p50_us / 1000.0, t.p99_us / 1000.0, l.p50_us / 1000.0, l.p99_us / 1000.0, t.errors + l.errors
+                rps[k],
+                t.p50_us / 1000.0,
+                t.p99_us / 1000.0,
+                l.p50_us / 1000.0,
+                l.p99_us / 1000.0,
+                t.errors + l.errors
             ));
             eprintln!("{n} stubs, {name}: {:.0} req/s", rps[k]);
         }
@@ -379,7 +485,9 @@ fn serve_bench(quick: bool) -> String {
         }
         drop(child);
     }
-    out.push_str(&format!("\nratio at 10,000 stubs: **{ratio_10k:.0}×** WireMock's requests/s (target ≥ 20×)\n"));
+    out.push_str(&format!(
+        "\nratio at 10,000 stubs: **{ratio_10k:.0}×** WireMock's requests/s (target ≥ 20×)\n"
+    ));
     out
 }
 
@@ -404,10 +512,13 @@ fn main() {
             for e in parsed.exchanges.clone() {
                 p.process(e);
             }
-            let maps = p.mappings(time::OffsetDateTime::now_utc());
+            let maps = p.into_mappings(time::OffsetDateTime::now_utc());
             std::hint::black_box(maps.iter().map(|m| m.to_bytes().len()).sum::<usize>());
         }
-        eprintln!("{:.1} µs per exchange (clone included)", start.elapsed().as_secs_f64() * 1e6 / (runs * 2000) as f64);
+        eprintln!(
+            "{:.1} µs per exchange (clone included)",
+            start.elapsed().as_secs_f64() * 1e6 / (runs * 2000) as f64
+        );
         return;
     }
     // APM_BENCH_ONLY=pipeline|serve runs one half.

@@ -268,11 +268,12 @@ fn ingest(args: IngestArgs) -> Result<ExitCode> {
     for ex in parsed.exchanges {
         pipeline.process(ex);
     }
-    let maps = pipeline.mappings(time::OffsetDateTime::now_utc());
+    let mut report = pipeline.report();
+    let maps = pipeline.into_mappings(time::OffsetDateTime::now_utc());
     let written = write_mappings(&args.out, &maps)
         .with_context(|| format!("writing mappings under {}", args.out.display()))?;
-    pipeline.set_written(written as u64);
-    print_report(&pipeline.report(), &args.out, args.json)?;
+    report.written = written as u64;
+    print_report(&report, &args.out, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 

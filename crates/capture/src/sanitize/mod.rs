@@ -287,19 +287,13 @@ impl Sanitizer {
     }
 
     fn field_kind(&self, key: &str) -> Option<Kind> {
-        if self.rules.key_is_password(key.as_bytes()) {
-            Some(Kind::Password)
-        } else if self.rules.key_is_secret(key.as_bytes())
-            || self
-                .config
+        self.rules.key_kind(key.as_bytes()).or_else(|| {
+            self.config
                 .sensitive_fields
                 .iter()
                 .any(|f| f.eq_ignore_ascii_case(key))
-        {
-            Some(Kind::Secret)
-        } else {
-            None
-        }
+                .then_some(Kind::Secret)
+        })
     }
 
     /// Sanitizes a `name=value` pair (query or form parameter).
@@ -499,17 +493,17 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 /// through the sanitizer.
 #[derive(Clone, Debug)]
 pub struct SanitizedExchange {
-    source: SourceRef,
-    captured_at: Option<OffsetDateTime>,
-    method: String,
-    host: Option<String>,
-    path: String,
-    query: Vec<(String, String)>,
-    request_headers: Vec<Header>,
-    request_body: SanitizedBody,
-    status: u16,
-    response_headers: Vec<Header>,
-    response_body: SanitizedBody,
+    pub(crate) source: SourceRef,
+    pub(crate) captured_at: Option<OffsetDateTime>,
+    pub(crate) method: String,
+    pub(crate) host: Option<String>,
+    pub(crate) path: String,
+    pub(crate) query: Vec<(String, String)>,
+    pub(crate) request_headers: Vec<Header>,
+    pub(crate) request_body: SanitizedBody,
+    pub(crate) status: u16,
+    pub(crate) response_headers: Vec<Header>,
+    pub(crate) response_body: SanitizedBody,
 }
 
 impl SanitizedExchange {

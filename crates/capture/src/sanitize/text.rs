@@ -35,6 +35,7 @@ pub(crate) struct TextRules {
     numeric_set: RegexSet,
     /// Key words of the keyed rule, case-insensitive: the regex runs only where one occurs.
     keywords: AhoCorasick,
+    pct40: memmem::Finder<'static>,
     pub(crate) custom: Vec<CustomRule>,
 }
 
@@ -59,7 +60,8 @@ fn digit(b: Option<&u8>) -> bool {
 
 const DOC_FORMATTED: &str = r"[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}|[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}/[0-9A-Z]{4}-[0-9]{2}";
 const CNPJ_ALNUM: &str = r"[0-9A-Z]{12}[0-9]{2}";
-const PHONE_INTL: &str = r"\+[0-9]{1,3}[ .\-]?(?:\([0-9]{1,4}\)[ .\-]?)?[0-9]{1,5}(?:[ .\-]?[0-9]{2,5}){1,4}";
+const PHONE_INTL: &str =
+    r"\+[0-9]{1,3}[ .\-]?(?:\([0-9]{1,4}\)[ .\-]?)?[0-9]{1,5}(?:[ .\-]?[0-9]{2,5}){1,4}";
 const PHONE_BR: &str = r"\([0-9]{2}\) ?9?[0-9]{4}-?[0-9]{4}|[0-9]{2} 9?[0-9]{4}-[0-9]{4}";
 const DIGIT_RUN: &str = r"[0-9](?:[ \-]?[0-9]){10,}";
 
@@ -74,14 +76,26 @@ impl TextRules {
         let keywords = AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .build([
-                "password", "passwd", "pwd", "token", "secret", "apikey", "api_key", "api-key",
-                "accesskey", "access_key", "access-key", "privatekey", "private_key",
+                "password",
+                "passwd",
+                "pwd",
+                "token",
+                "secret",
+                "apikey",
+                "api_key",
+                "api-key",
+                "accesskey",
+                "access_key",
+                "access-key",
+                "privatekey",
+                "private_key",
                 "private-key",
             ])
             .expect("constant keywords");
         TextRules {
             numeric_set: set(&[DOC_FORMATTED, CNPJ_ALNUM, PHONE_INTL, PHONE_BR, DIGIT_RUN]),
             keywords,
+            pct40: memmem::Finder::new(b"%40").into_owned(),
             jwt: re(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"),
             email: re(
                 r"[A-Za-z0-9._%+\-]+(?:@|%40)[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}",
@@ -112,10 +126,11 @@ impl TextRules {
                 }
             };
         }
-        if memmem::find(input, b"eyJ").is_some() {
+        let shape = Shape::of(input);
+        if shape.jwt_start {
             step!(|t: &[u8], s: &mut SanitizeStats| self.jwt_rule(t, s));
         }
-        if memchr::memchr(b'@', input).is_some() || memmem::find(input, b"%40").is_some() {
+        if shape.at || (shape.percent && self.pct40.find(input).is_some()) {
             step!(|t: &[u8], s: &mut SanitizeStats| self.email_rule(t, s));
         }
         for rule in &self.custom {
@@ -126,13 +141,14 @@ impl TextRules {
                 })
             );
         }
-        if self.keywords.is_match(&*cur) {
+        // The keyed rule needs a `:` or `=` after the key word.
+        if shape.key_value && self.keywords.is_match(&*cur) {
             step!(|t: &[u8], s: &mut SanitizeStats| self.keyed_rule(t, s));
         }
-        // Every numeric rule needs two or more digits in a string of 11+ bytes; most strings
-        // fail that, and the rest go through one combined scan that says which rules can
-        // match at all.
-        if cur.len() >= 11 && count_digits(&cur) >= 2 {
+        // Replacements above only remove digits, so the shape still bounds what the numeric
+        // rules can find; strings that cannot hold a document, phone or card skip them, the
+        // rest go through one combined scan that says which rules can match at all.
+        if shape.may_hold_numbers() {
             let hits = self.numeric_set.matches(&cur);
             if hits.matched(0) {
                 step!(|t: &[u8], s: &mut SanitizeStats| self.doc_formatted_rule(t, s));
@@ -428,26 +444,95 @@ fn is_b64_json_object(part: &[u8]) -> bool {
 }
 
 impl TextRules {
-    /// True when a key names a password field (`password`, `passwd`, `pwd`, any case,
-    /// anywhere in the key).
-    pub(crate) fn key_is_password(&self, key: &[u8]) -> bool {
-        self.keywords
-            .find_overlapping_iter(key)
-            .any(|m| m.pattern().as_usize() < PASSWORD_WORDS)
+    /// What a key names: `Some(Kind::Password)` for password words (`password`, `passwd`,
+    /// `pwd`, any case, anywhere in the key), `Some(Kind::Secret)` for secret words (`token`,
+    /// `secret`, `api_key`, `access_key`, `private_key`, with `_`, `-` or nothing between),
+    /// else `None`. One scan of the key.
+    pub(crate) fn key_kind(&self, key: &[u8]) -> Option<Kind> {
+        let mut secret = false;
+        for m in self.keywords.find_overlapping_iter(key) {
+            if m.pattern().as_usize() < PASSWORD_WORDS {
+                return Some(Kind::Password);
+            }
+            secret = true;
+        }
+        secret.then_some(Kind::Secret)
     }
 
-    /// True when a key names a secret (`token`, `secret`, `api_key`, `access_key`,
-    /// `private_key`, with `_`, `-` or nothing between the words).
-    pub(crate) fn key_is_secret(&self, key: &[u8]) -> bool {
-        self.keywords
-            .find_overlapping_iter(key)
-            .any(|m| m.pattern().as_usize() >= PASSWORD_WORDS)
+    fn key_is_password(&self, key: &[u8]) -> bool {
+        self.key_kind(key) == Some(Kind::Password)
     }
 }
 
 /// The first keywords are the password words; the rest name secrets.
 const PASSWORD_WORDS: usize = 3;
 
-fn count_digits(t: &[u8]) -> usize {
-    t.iter().filter(|b| b.is_ascii_digit()).count()
+/// What one pass over a string says about which rules could match in it. Each field is a
+/// necessary condition for its rules (a superset test), so skipping on it never misses.
+#[derive(Default)]
+struct Shape {
+    jwt_start: bool,
+    at: bool,
+    percent: bool,
+    key_value: bool,
+    plus: bool,
+    /// Most digits in a stretch where digits are at most two of ` .-/()+` apart (phones,
+    /// formatted documents, grouped cards).
+    dense_digits: u32,
+    /// Most `0-9A-Z` characters in a stretch where they are at most one of `.-/` apart
+    /// (alphanumeric CNPJ, formatted or bare).
+    dense_alnum: u32,
+}
+
+impl Shape {
+    fn of(t: &[u8]) -> Shape {
+        let mut s = Shape::default();
+        let (mut d, mut dgap, mut a, mut agap) = (0u32, 0u32, 0u32, 0u32);
+        for (i, &b) in t.iter().enumerate() {
+            let digit = b.is_ascii_digit();
+            if digit {
+                if dgap > 2 {
+                    d = 0;
+                }
+                d += 1;
+                dgap = 0;
+                s.dense_digits = s.dense_digits.max(d);
+            } else if matches!(b, b' ' | b'.' | b'-' | b'/' | b'(' | b')' | b'+') {
+                dgap += 1;
+            } else {
+                d = 0;
+                dgap = 0;
+            }
+            if digit || b.is_ascii_uppercase() {
+                if agap > 1 {
+                    a = 0;
+                }
+                a += 1;
+                agap = 0;
+                s.dense_alnum = s.dense_alnum.max(a);
+            } else if matches!(b, b'.' | b'-' | b'/') {
+                agap += 1;
+            } else {
+                a = 0;
+                agap = 0;
+            }
+            match b {
+                b'@' => s.at = true,
+                b'%' => s.percent = true,
+                b':' | b'=' => s.key_value = true,
+                b'+' => s.plus = true,
+                b'e' if t.get(i + 1) == Some(&b'y') && t.get(i + 2) == Some(&b'J') => {
+                    s.jwt_start = true;
+                }
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// Cards and CPFs need 11+ digits, Brazilian phones 10+, international phones 8+ after a
+    /// `+`, CNPJs 14 alphanumerics.
+    fn may_hold_numbers(&self) -> bool {
+        self.dense_digits >= 10 || (self.plus && self.dense_digits >= 8) || self.dense_alnum >= 14
+    }
 }
