@@ -175,6 +175,12 @@ async fn readme_flow(database_url: Option<String>) {
             data.join("apm.db").exists(),
             "SQLite database created in the data dir"
         );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&data)
+            .expect("data dir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the data dir is owner-only");
     }
     // Logs are JSON and do not contain the password.
     let log_lines: Vec<&String> = lines.iter().filter(|l| l.starts_with('{')).collect();
