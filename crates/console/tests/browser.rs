@@ -678,6 +678,19 @@ async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
         .await;
     assert_eq!(me["user"]["username"], "alice");
     shot(&tab, "12-tokens").await;
+
+    // A smaller laptop screen: the editor still fits without sideways scrolling.
+    tab.set_viewport(1280, 720).await.expect("viewport");
+    tab.goto(&server.url(&format!("/configs/{config_id}/edit")))
+        .await
+        .expect("editor");
+    tab.wait_for("#rules-editor").await.expect("editor");
+    let overflow: bool = tab
+        .eval("document.documentElement.scrollWidth > window.innerWidth")
+        .await
+        .expect("overflow");
+    assert!(!overflow, "no horizontal scrolling at 1280 px");
+    shot(&tab, "15-editor-1280").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
+use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
 use chromiumoxide::cdp::browser_protocol::input::{
     DispatchKeyEventParams, DispatchKeyEventType, InsertTextParams,
 };
@@ -587,6 +588,17 @@ impl Tab {
     pub async fn focused_id(&self) -> Result<String, BrowserError> {
         self.eval("(document.activeElement && document.activeElement.id) || ''")
             .await
+    }
+
+    /// Resizes the viewport (CSS pixels), e.g. to check a layout on a smaller laptop screen.
+    pub async fn set_viewport(&self, width: u32, height: u32) -> Result<(), BrowserError> {
+        let params =
+            SetDeviceMetricsOverrideParams::new(i64::from(width), i64::from(height), 1.0, false);
+        self.page
+            .execute(params)
+            .await
+            .map_err(cdp("Emulation.setDeviceMetricsOverride"))?;
+        Ok(())
     }
 
     /// The visible text of the first element matching `selector`.
