@@ -207,4 +207,24 @@ mod tests {
         assert_eq!(redact_url("postgres://apm@db/apm"), "postgres://apm@db/apm");
         assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
     }
+
+    mod props {
+        use super::super::redact_url;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn passwords_never_survive_redaction(
+                user in "[a-z]{1,10}",
+                password in "[A-Za-z0-9!#%&*+=?^_~-]{6,30}",
+                host in "[a-z]{1,10}(\\.[a-z]{2,5})?",
+                db in "[a-z]{1,10}",
+            ) {
+                let url = format!("postgres://{user}:{password}@{host}:5432/{db}");
+                let shown = redact_url(&url);
+                prop_assert!(!shown.contains(&format!(":{password}@")), "{}", shown);
+                prop_assert!(shown.contains(&user) && shown.contains(&host) && shown.ends_with(&db));
+            }
+        }
+    }
 }

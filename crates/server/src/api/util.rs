@@ -89,4 +89,36 @@ mod tests {
         assert!(format!("{e:?}").contains("username"));
         assert!(check_name("username", "", 64, "").is_err());
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn epoch_seconds_parse_exactly(secs in -1_000_000_000_000i64..1_000_000_000_000i64) {
+                prop_assert_eq!(parse_time("t", &secs.to_string()).expect("secs"), secs * 1000);
+            }
+
+            #[test]
+            fn formatted_times_parse_back(ms in 0i64..4_102_444_800_000i64) {
+                prop_assert_eq!(parse_time("t", &fmt_ms(ms)).expect("rfc3339"), ms);
+            }
+
+            #[test]
+            fn garbage_never_panics_and_names_the_parameter(text in "\\PC{0,40}") {
+                if let Err(e) = parse_time("since", &text) {
+                    let text = format!("{e:?}");
+                    prop_assert!(text.contains("since"), "{}", text);
+                }
+            }
+
+            #[test]
+            fn names_accept_exactly_the_allowed_alphabet(name in "[a-zA-Z0-9._-]{1,64}", bad in "[^a-zA-Z0-9._-]") {
+                prop_assert!(check_name("n", &name, 64, "._-").is_ok());
+                let with_bad = format!("{name}{bad}");
+                prop_assert!(check_name("n", &with_bad, 200, "._-").is_err());
+            }
+        }
+    }
 }
