@@ -212,6 +212,46 @@ async fn api_tokens_carry_the_owner_role(db: Db) {
     s.call(Method::POST, "/api/v1/auth/logout", Some(&t2), None)
         .await
         .problem(StatusCode::BAD_REQUEST);
+    // Tokens expire.
+    let r = s
+        .post(
+            "/api/v1/tokens",
+            &admin,
+            json!({"name": "short", "expires_in_seconds": 1}),
+        )
+        .await;
+    let short = r.body["token"].as_str().expect("token").to_string();
+    assert_eq!(
+        s.get("/api/v1/auth/me", &short).await.status,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let detail = s
+        .get("/api/v1/auth/me", &short)
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    assert!(detail.contains("expired"), "{detail}");
+    // Disabling the owner kills their tokens.
+    let r = s
+        .post("/api/v1/tokens", &regular, json!({"name": "again"}))
+        .await;
+    let again = r.body["token"].as_str().expect("token").to_string();
+    let rita = s.get("/api/v1/auth/me", &again).await.body["user"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let r = s
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{rita}"),
+            Some(&admin),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    s.get("/api/v1/auth/me", &again)
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
 }
 
 async fn login_is_rate_limited(db: Db) {
