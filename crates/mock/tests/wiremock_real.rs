@@ -68,7 +68,52 @@ async fn wiremock_accepts_our_mappings_and_answers_like_mock_serve() {
     );
     assert_eq!(report.loaded, n);
 
-    // 2. Recorded traffic: loaded into WireMock with the loader, served by both.
+    // 2. Repeats with different responses, kept as scenario states, step the same way.
+    let lines = [(202, "pending"), (202, "pending"), (200, "done")]
+        .map(|(st, b)| format!(r#"{{"request":{{"method":"GET","url":"/job/7"}},"response":{{"status":{st},"body":"{b}"}}}}"#))
+        .join("\n");
+    let parsed = parse_all(InputFormat::Jsonl, [("jobs.jsonl", lines.as_bytes())]);
+    let mut p = Pipeline::new(
+        PipelineConfig {
+            scenarios: true,
+            ..PipelineConfig::default()
+        },
+        Sanitizer::builtin(),
+    );
+    for ex in parsed.exchanges {
+        p.process(ex);
+    }
+    let jobs = tempfile::tempdir().unwrap();
+    apm_mock::files::write_mappings(jobs.path(), &p.mappings(time::OffsetDateTime::now_utc()))
+        .unwrap();
+    let mut cfg = LoadConfig::new(&wm.url(), jobs.path());
+    cfg.replace = true;
+    let report = load(&cfg, &mut Registry::new())
+        .await
+        .expect("load scenarios");
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert_eq!(report.loaded, 2);
+    let (jobs_mock, _) = common::mock(jobs.path()).await;
+    let c = client();
+    let job = common::Req {
+        method: "GET",
+        path_and_query: "/job/7".into(),
+        headers: vec![],
+        body: vec![],
+    };
+    for expected in [(202, "pending"), (200, "done"), (200, "done")] {
+        for base in [wm.url(), jobs_mock.url()] {
+            let got = send(&c, &base, &job).await;
+            assert_eq!(
+                (got.status, String::from_utf8_lossy(&got.body).as_ref()),
+                expected,
+                "{base}"
+            );
+        }
+    }
+    jobs_mock.stop().await;
+
+    // 3. Recorded traffic: loaded into WireMock with the loader, served by both.
     let origin = common::origin().await;
     let (seen, recorder) = common::record(&origin).await;
     origin.stop().await;
@@ -81,10 +126,9 @@ async fn wiremock_accepts_our_mappings_and_answers_like_mock_serve() {
         .await
         .expect("load recorded");
     assert!(report.refused.is_empty(), "{:?}", report.refused);
-    assert_eq!((report.loaded, report.backed_up), (maps.len(), n));
+    assert_eq!((report.loaded, report.backed_up), (maps.len(), 2));
 
     let (mock, _) = common::mock(dir.path()).await;
-    let c = client();
     let mut replays = requests();
     // Variants: same after sanitizing (must match in both), and a real difference (neither).
     let mut bob = replays[2].clone();
