@@ -55,6 +55,8 @@ pub fn router(api: Router) -> Router {
         .route("/logout", post(auth::logout))
         .route("/proxies", get(proxies::list))
         .route("/proxies/enroll", post(proxies::enroll))
+        .route("/proxies/enroll/{id}/revoke", post(proxies::revoke_enrollment))
+        .route("/proxies/{id}/revoke", post(proxies::revoke))
         .route("/proxies/{id}", get(proxies::show))
         .route("/proxies/{id}/capture", post(proxies::capture))
         .route("/proxies/{id}/logs", get(proxies::log_lines))

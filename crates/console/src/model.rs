@@ -370,3 +370,21 @@ pub struct CreatedToken {
     /// The secret, shown once.
     pub token: String,
 }
+
+/// An enrollment token as listed (never the secret).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct EnrollmentToken {
+    /// Id.
+    pub id: String,
+    /// Free text.
+    pub note: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// None: unlimited until expiry.
+    pub max_uses: Option<i64>,
+    /// Times used.
+    pub uses: i64,
+    /// Still accepted now.
+    pub usable: bool,
+}

@@ -512,6 +512,44 @@ async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
         listed.contains("edge-1.example") && !listed.contains("edge-3.example"),
         "{listed}"
     );
+    // The used token is no longer listed; a new one can be revoked before use.
+    tab.goto(&server.url("/proxies")).await.expect("proxies");
+    assert!(
+        !tab.exists("#enroll-tokens").await.expect("query"),
+        "the single-use token was used"
+    );
+    tab.fill("#enroll-note", "spare").await.expect("note");
+    tab.click("#enroll-submit").await.expect("create");
+    tab.wait_for("#enroll-tokens")
+        .await
+        .expect("open token listed");
+    tab.click("#enroll-tokens button.danger")
+        .await
+        .expect("revoke token");
+    tab.wait_until("document.readyState === 'complete' && !document.querySelector('#enroll-tokens') && !!document.querySelector('#enroll-form')", "token gone")
+        .await
+        .expect("revoked token gone");
+    // Decommissioning edge-3: its credential is revoked and the agent is refused.
+    let edge3 = tab
+        .eval::<String>("[...document.querySelectorAll('#proxies-table a')].find(a => a.innerText === 'edge-3.example').getAttribute('href')")
+        .await
+        .expect("edge-3 link");
+    tab.goto(&server.url(&edge3)).await.expect("edge-3 page");
+    tab.click("details.danger-zone summary")
+        .await
+        .expect("open");
+    tab.click("#revoke-proxy").await.expect("revoke");
+    tab.wait_for_text("Credential revoked")
+        .await
+        .expect("revoked notice");
+    let refused = server
+        .http
+        .get(server.url("/api/v1/sync?hostname=edge-3.example&wait=0"))
+        .bearer_auth(&agent3)
+        .send()
+        .await
+        .expect("sync");
+    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
 
     // The audit trail has the approval, with old and new values side by side.
     tab.click("a[href='/audit']").await.expect("audit nav");

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::api::q;
 use crate::chart::{Series, line_chart};
 use crate::ctx::{Chrome, Ctx, Posted, UiError, page, see_other};
-use crate::model::{Config, Logs, Proxy, SeriesReply};
+use crate::model::{Config, EnrollmentToken, Logs, Proxy, SeriesReply};
 use crate::views::dashboard::ChartView;
 use crate::views::{ago, metric_label, short_hash, when};
 
@@ -56,6 +56,14 @@ struct ListPage {
     configs: Vec<Config>,
     new_token: String,
     token_error: String,
+    enroll_tokens: Vec<EnrollRow>,
+}
+
+struct EnrollRow {
+    id: String,
+    note: String,
+    expires: String,
+    uses: String,
 }
 
 fn row(p: &Proxy, names: &HashMap<String, String>) -> Row {
@@ -127,6 +135,23 @@ async fn list_page(
         .filter(|p| matches(p, &f))
         .map(|p| row(p, &names))
         .collect();
+    let enroll_tokens = ctx
+        .api
+        .get::<Vec<EnrollmentToken>>("/api/v1/enrollment-tokens")
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t.usable)
+        .map(|t| EnrollRow {
+            id: t.id,
+            note: t.note,
+            expires: when(&t.expires_at),
+            uses: match t.max_uses {
+                Some(m) => format!("{} of {m}", t.uses),
+                None => format!("{} (unlimited)", t.uses),
+            },
+        })
+        .collect();
     page(&ListPage {
         c: ctx.chrome(&me, "proxies"),
         f,
@@ -135,6 +160,7 @@ async fn list_page(
         configs,
         new_token,
         token_error,
+        enroll_tokens,
     })
 }
 
@@ -301,6 +327,7 @@ pub async fn show(
         "capture" => {
             "Log capture started. Lines appear below as the agent ships them (it picks the request up on its next sync)."
         }
+        "revoked" => "Credential revoked: this agent is refused until it enrolls again.",
         _ => "",
     };
     page(&DetailPage {
@@ -372,4 +399,32 @@ pub async fn capture(Path(id): Path<String>, form: Posted) -> Result<Response, U
         .await
         .ok()?;
     Ok(see_other(&format!("/proxies/{id}?msg=capture#logs")))
+}
+
+/// `POST /proxies/enroll/{id}/revoke`: an unused enrollment token stops working.
+pub async fn revoke_enrollment(Path(id): Path<String>, form: Posted) -> Result<Response, UiError> {
+    form.ctx
+        .api
+        .call(
+            axum::http::Method::DELETE,
+            &format!("/api/v1/enrollment-tokens/{}", q(&id)),
+            None,
+        )
+        .await
+        .ok()?;
+    Ok(see_other("/proxies#enroll"))
+}
+
+/// `POST /proxies/{id}/revoke`: the proxy's agent credential stops working (decommissioning).
+pub async fn revoke(Path(id): Path<String>, form: Posted) -> Result<Response, UiError> {
+    form.ctx
+        .api
+        .call(
+            axum::http::Method::POST,
+            &format!("/api/v1/proxies/{}/revoke", q(&id)),
+            None,
+        )
+        .await
+        .ok()?;
+    Ok(see_other(&format!("/proxies/{id}?msg=revoked")))
 }
