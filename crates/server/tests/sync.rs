@@ -191,14 +191,24 @@ async fn stale_stored_hashes_are_refreshed_at_start(db: Db) {
     let (_, _, agent, hash) = setup(&s).await;
     {
         let mut conn = s.server.state.db.pool().acquire().await.expect("conn");
-        for v in apm_store::configs::list_all_versions(&mut conn).await.expect("versions") {
-            apm_store::configs::update_hashes(&mut conn, &v.id, &"0".repeat(64), &"1".repeat(64)).await.expect("corrupt");
+        for v in apm_store::configs::list_all_versions(&mut conn)
+            .await
+            .expect("versions")
+        {
+            apm_store::configs::update_hashes(&mut conn, &v.id, &"0".repeat(64), &"1".repeat(64))
+                .await
+                .expect("corrupt");
         }
     }
     let url = s.database_url.clone();
     s.server.stop().await;
     let s = Srv::start_on(&url, tempfile::tempdir().expect("dir"), |_| {}).await;
-    let r = s.get(&format!("/api/v1/sync?hostname=edge-1&hash={hash}&wait=0"), &agent).await;
+    let r = s
+        .get(
+            &format!("/api/v1/sync?hostname=edge-1&hash={hash}&wait=0"),
+            &agent,
+        )
+        .await;
     assert_eq!(r.body["status"], "unchanged", "{}", r.body);
     assert_eq!(r.body["hash"], hash.as_str());
 }
