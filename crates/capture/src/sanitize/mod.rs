@@ -203,7 +203,9 @@ impl SanitizerConfig {
     }
 }
 
-/// Removes customer data. Build once, use for every exchange (it holds compiled regexes).
+/// Removes customer data. Build once, use for every exchange (it holds compiled regexes;
+/// clones share them).
+#[derive(Clone)]
 pub struct Sanitizer {
     rules: TextRules,
     config: SanitizerConfig,

@@ -15,6 +15,7 @@ use super::checks::{card_valid, cnpj_valid, cpf_valid};
 use super::{Kind, SanitizeStats};
 
 /// A custom pattern from the configuration file.
+#[derive(Clone)]
 pub(crate) struct CustomRule {
     pub(crate) index: usize,
     pub(crate) regex: Regex,
@@ -22,6 +23,7 @@ pub(crate) struct CustomRule {
 }
 
 /// All compiled text rules.
+#[derive(Clone)]
 pub(crate) struct TextRules {
     jwt: Regex,
     email: Regex,
