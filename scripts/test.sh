@@ -3,7 +3,7 @@
 # including the ones that drive a real Apache Traffic Server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-test-deps.sh
+bash scripts/install-test-deps.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
   cargo test --workspace --doc
