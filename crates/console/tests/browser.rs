@@ -354,6 +354,19 @@ async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
         "no active version yet: {before}"
     );
     shot(&tab, "05-config").await;
+    // The rendered files preview shows the new rule as ATS will read it.
+    tab.click(".files details summary")
+        .await
+        .expect("open ATS 9 files");
+    let parent_config = tab
+        .text("#file-9-parent-config")
+        .await
+        .expect("parent.config");
+    assert!(
+        parent_config.contains("dest_ip=100.64.0.0-100.127.255.255 go_direct=true"),
+        "{parent_config}"
+    );
+    shot(&tab, "05b-rendered-files").await;
 
     tab.click("#submit-approval").await.expect("submit");
     tab.wait_for("#approve-start").await.expect("pending");
