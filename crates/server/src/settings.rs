@@ -185,6 +185,27 @@ impl Settings {
         if self.login_max_failures == 0 {
             return bad("login_max_failures", "must be at least 1");
         }
+        if self.stats_raw_retention_hours > 24 * 3650 {
+            return bad(
+                "stats_raw_retention_hours",
+                "must be at most 87600 (ten years)",
+            );
+        }
+        if self.stats_rollup_retention_days > 3650 || self.log_retention_days > 3650 {
+            return bad(
+                "stats_rollup_retention_days / log_retention_days",
+                "must be at most 3650 (ten years)",
+            );
+        }
+        if self.session_max_lifetime_secs > 366 * 86_400 {
+            return bad("session_max_lifetime_secs", "must be at most one year");
+        }
+        if self.online_window_secs > 86_400 * 365 || self.sync_max_wait_secs > 3600 {
+            return bad(
+                "online_window_secs / sync_max_wait_secs",
+                "online window at most a year, long-poll wait at most 3600 s",
+            );
+        }
         if self.replica_poll_ms < 50 {
             return bad("replica_poll_ms", "must be at least 50");
         }
@@ -389,11 +410,27 @@ mod tests {
 
     #[test]
     fn out_of_range_values_are_rejected() {
-        let s = Settings {
-            sync_jitter_percent: 90,
-            ..Settings::default()
-        };
-        assert!(s.validate().is_err());
+        for s in [
+            Settings {
+                sync_jitter_percent: 90,
+                ..Settings::default()
+            },
+            Settings {
+                stats_raw_retention_hours: u64::MAX,
+                ..Settings::default()
+            },
+            Settings {
+                session_max_lifetime_secs: u64::MAX,
+                ..Settings::default()
+            },
+            Settings {
+                sync_max_wait_secs: 1 << 40,
+                ..Settings::default()
+            },
+        ] {
+            assert!(s.validate().is_err(), "{s:?}");
+        }
+        assert!(Settings::default().validate().is_ok());
     }
 
     #[test]

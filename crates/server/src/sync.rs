@@ -491,6 +491,11 @@ async fn stats(
         Some(t) => parse_time("timestamp", t)?,
         None => now,
     };
+    if ts < 946_684_800_000 {
+        return Err(ApiError::invalid(
+            "timestamp: before 2000-01-01; check the agent's clock",
+        ));
+    }
     if ts > now + 300_000 {
         return Err(ApiError::invalid(
             "timestamp: more than 5 minutes in the future; check the agent's clock",

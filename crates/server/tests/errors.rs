@@ -150,6 +150,52 @@ async fn bad_bodies_are_problems(db: Db) {
     s.get("/api/v1/configs/x/versions/99999999999999999999999", &root)
         .await
         .problem(StatusCode::BAD_REQUEST);
+    // Extreme times are refused or answered, never overflow.
+    let (proxy, _) = s.enroll(&root, "edge-x").await;
+    for q in [
+        "until=-9223372036854775",
+        "since=-9223372036854775&until=9223372036854775",
+        "since=9223372036854775807",
+    ] {
+        let r = s
+            .get(
+                &format!("/api/v1/proxies/{proxy}/stats?metric=m&{q}"),
+                &root,
+            )
+            .await;
+        assert!(
+            r.status.is_client_error() || r.status.is_success(),
+            "{q}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+    for q in [
+        "since=-9223372036854775",
+        "until=9223372036854775",
+        "before=-1",
+    ] {
+        let r = s.get(&format!("/api/v1/audit?{q}"), &root).await;
+        assert!(
+            r.status.is_client_error() || r.status.is_success(),
+            "{q}: {} {}",
+            r.status,
+            r.text
+        );
+    }
+
+    let (_, agent) = s.enroll(&root, "edge-y").await;
+    for t in ["-9223372036854775", "9223372036854775", "0"] {
+        let r = s
+            .post(
+                "/api/v1/sync/stats",
+                &agent,
+                json!({"hostname": "edge-y", "timestamp": t, "metrics": {"m": 1}}),
+            )
+            .await;
+        r.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
     // Unknown route and wrong method.
     s.get("/api/v1/nothing-here", &root)
         .await

@@ -677,7 +677,10 @@ async fn proxy_stats(
         .as_deref()
         .map(|v| parse_time("since", v))
         .transpose()?
-        .unwrap_or(until - 3_600_000);
+        .unwrap_or(until.saturating_sub(3_600_000));
+    // Series live between 1970 and 9999; clamping keeps bucket arithmetic far from overflow.
+    const LAST_MS: i64 = 253_402_300_799_999;
+    let (since, until) = (since.clamp(0, LAST_MS), until.clamp(0, LAST_MS));
     if since >= until {
         return Err(ApiError::bad_request("since: must be before until"));
     }
@@ -685,7 +688,7 @@ async fn proxy_stats(
     let resolution = match q.resolution.as_deref().unwrap_or("auto") {
         "raw" => "raw",
         "5m" => "5m",
-        "auto" if until - since <= 6 * 3_600_000 && since >= raw_horizon => "raw",
+        "auto" if until.saturating_sub(since) <= 6 * 3_600_000 && since >= raw_horizon => "raw",
         "auto" => "5m",
         other => {
             return Err(ApiError::bad_request(format!(
