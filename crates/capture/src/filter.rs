@@ -97,6 +97,8 @@ pub enum FilterReason {
     Method,
     /// Dropped by sampling.
     Sampled,
+    /// A new request after the pipeline already holds its maximum number of stubs.
+    StubLimit,
 }
 
 impl FilterReason {
@@ -107,6 +109,7 @@ impl FilterReason {
             FilterReason::Path => "path",
             FilterReason::Method => "method",
             FilterReason::Sampled => "sampled",
+            FilterReason::StubLimit => "stub_limit",
         }
     }
 }

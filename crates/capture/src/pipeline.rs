@@ -32,6 +32,9 @@ pub struct PipelineConfig {
     pub dedupe_body_prefix: usize,
     /// Keep repeats whose response differs as WireMock scenario states.
     pub scenarios: bool,
+    /// Most distinct stubs held in memory (a long recording must not grow without bound);
+    /// further new requests are counted as filtered (`stub_limit`).
+    pub max_stubs: usize,
 }
 
 impl Default for PipelineConfig {
@@ -42,6 +45,7 @@ impl Default for PipelineConfig {
             dedupe_capacity: DEFAULT_CAPACITY,
             dedupe_body_prefix: DEFAULT_BODY_PREFIX,
             scenarios: false,
+            max_stubs: 100_000,
         }
     }
 }
@@ -155,6 +159,14 @@ impl Pipeline {
                 }
             }
             Outcome::Duplicate(key)
+        } else if self.groups.len() >= self.config.max_stubs && !self.groups.contains_key(&key) {
+            let reason = FilterReason::StubLimit;
+            *self
+                .report
+                .filtered
+                .entry(reason.as_str().into())
+                .or_default() += 1;
+            Outcome::Filtered(reason)
         } else {
             self.report.unique += 1;
             // A key evicted from the LRU and seen again replaces its earlier stub (same id).

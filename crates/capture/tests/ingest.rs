@@ -379,6 +379,20 @@ fn filters_and_sampling() {
         ..FilterConfig::default()
     });
     assert_eq!(r.unique, 55, "GET and /p/1… of 200: {r:?}");
+    // The stub cap: new requests past it are counted, not kept.
+    let parsed = parse_all(InputFormat::Jsonl, [("x", text.as_bytes())]);
+    let mut capped = Pipeline::new(
+        PipelineConfig {
+            max_stubs: 10,
+            ..PipelineConfig::default()
+        },
+        Sanitizer::builtin(),
+    );
+    for ex in parsed.exchanges {
+        capped.process(ex);
+    }
+    assert_eq!(capped.stub_count(), 10);
+    assert_eq!(capped.report().filtered.get("stub_limit"), Some(&190));
     let a = run(FilterConfig {
         sample_rate: 0.25,
         ..FilterConfig::default()

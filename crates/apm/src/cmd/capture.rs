@@ -57,6 +57,9 @@ pub struct PipelineArgs {
     /// Keep repeats whose response differs as WireMock scenario states.
     #[arg(long)]
     scenarios: bool,
+    /// Most distinct stubs kept in memory; new requests past it are counted as filtered.
+    #[arg(long, default_value_t = 100_000)]
+    max_stubs: usize,
     /// TOML file with custom sanitizer patterns (see docs/capture.md).
     #[arg(long, value_name = "FILE")]
     sanitize_config: Option<PathBuf>,
@@ -74,7 +77,11 @@ impl PipelineArgs {
             exclude_hosts: globs(&self.exclude_hosts, "exclude-host")?,
             include_paths: globs(&self.include_paths, "include-path")?,
             exclude_paths: globs(&self.exclude_paths, "exclude-path")?,
-            methods: self.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+            methods: self
+                .methods
+                .iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect(),
             sample_rate: self.sample_rate,
         };
         filter
@@ -100,6 +107,7 @@ impl PipelineArgs {
             },
             dedupe_capacity: self.dedupe_capacity.max(1),
             scenarios: self.scenarios,
+            max_stubs: self.max_stubs.max(1),
             ..PipelineConfig::default()
         };
         Ok(Pipeline::new(config, sanitizer))
@@ -381,12 +389,8 @@ async fn record(args: RecordArgs) -> Result<ExitCode> {
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
-    let (maps, mut report) = recorder.with_pipeline(|p| {
-        (
-            p.mappings(time::OffsetDateTime::now_utc()),
-            p.report(),
-        )
-    });
+    let (maps, mut report) =
+        recorder.with_pipeline(|p| (p.mappings(time::OffsetDateTime::now_utc()), p.report()));
     let written = write_mappings(&args.out, &maps)
         .with_context(|| format!("writing mappings under {}", args.out.display()))?;
     report.written = written as u64;
@@ -412,7 +416,11 @@ async fn load_cmd(args: LoadArgs) -> Result<ExitCode> {
     let report = result?;
     print_load_report(&report, args.json)?;
     let ok = report.refused.is_empty() && report.invalid_files.is_empty();
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn print_load_report(r: &LoadReport, json: bool) -> Result<()> {
