@@ -510,6 +510,21 @@ async fn control_plane_drives_ats() {
         "{captured:?}"
     );
     w.p2.restart().expect("restart p2");
+    // The agent dies mid-window (SIGKILL: no cleanup); the window and the previous debug
+    // settings are in its state dir, so the restarted agent still restores them at the end.
+    let open = agent.status_json()["capture"].clone();
+    assert!(!open.is_null(), "the window should still be open");
+    assert_eq!(open["previous_enabled"], "0", "{open:#}");
+    agent_proc.kill();
+    let raised = ats
+        .traffic_ctl(&["config", "get", "proxy.config.diags.debug.enabled"])
+        .expect("config get");
+    assert!(
+        raised.stdout.contains(": 1"),
+        "debug not raised: {}",
+        raised.stdout
+    );
+    agent_proc = agent.spawn(&ats, &server.url(), None, &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !agent.status_json()["capture"].is_null() {
         assert!(
