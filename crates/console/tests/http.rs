@@ -268,3 +268,149 @@ async fn static_files_and_the_api_are_served_beside_the_pages() {
     assert_eq!(row["request_id"], request_id.as_str());
     running.stop().await;
 }
+
+/// Logs in `username` through the API: (cookie pair, CSRF token, bearer token).
+async fn login_as(base: &str, username: &str, password: &str) -> (String, String, String) {
+    let res = client()
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("login");
+    assert!(res.status().is_success(), "login {username}");
+    let token = res.json::<serde_json::Value>().await.expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    (
+        format!("apm_session={token}"),
+        apm_console::ctx::csrf_token(&token),
+        token,
+    )
+}
+
+#[tokio::test]
+async fn approval_through_the_console_follows_the_servers_four_eyes_rule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = apm_server::Settings {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().join("data"),
+        root_password: Some("root-password-1".into()),
+        approval_mode: apm_server::ApprovalMode::FourEyes,
+        log_level: "warn".into(),
+        ..apm_server::Settings::default()
+    };
+    let running = apm_server::spawn_with(settings, apm_console::router)
+        .await
+        .expect("server");
+    let base = running.url();
+    let http = client();
+    let (_, _, root) = login_as(&base, "root", "root-password-1").await;
+    for name in ["ann", "ben"] {
+        let res = http
+            .post(format!("{base}/api/v1/users"))
+            .bearer_auth(&root)
+            .json(&json!({"username": name, "password": format!("{name}-password-1"), "role": "admin"}))
+            .send()
+            .await
+            .expect("create admin");
+        assert!(res.status().is_success());
+    }
+    let (ann_cookie, ann_csrf, ann) = login_as(&base, "ann", "ann-password-1").await;
+    let template: serde_json::Value = http
+        .get(format!("{base}/api/v1/policy/template"))
+        .bearer_auth(&ann)
+        .send()
+        .await
+        .expect("template")
+        .json()
+        .await
+        .expect("json");
+    let created: serde_json::Value = http
+        .post(format!("{base}/api/v1/configs"))
+        .bearer_auth(&ann)
+        .json(&json!({"name": "four-eyes", "policy": template}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"].as_str().expect("id").to_string();
+    let post = |cookie: &str, csrf: &str, path: &str, extra: Vec<(&'static str, &'static str)>| {
+        let mut fields = vec![("_csrf".to_string(), csrf.to_string())];
+        fields.extend(
+            extra
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        http.post(format!("{base}{path}"))
+            .header(COOKIE, cookie)
+            .form(&fields)
+            .send()
+    };
+    let res = post(
+        &ann_cookie,
+        &ann_csrf,
+        &format!("/configs/{id}/submit"),
+        vec![],
+    )
+    .await
+    .expect("submit");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+
+    // Without the explicit confirmation nothing happens, whoever asks.
+    let res = post(
+        &ann_cookie,
+        &ann_csrf,
+        &format!("/configs/{id}/approve"),
+        vec![],
+    )
+    .await
+    .expect("approve unconfirmed");
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        res.text()
+            .await
+            .expect("body")
+            .contains("Tick the confirmation box")
+    );
+    // The submitter may not approve under four eyes: the API's refusal is shown as a 403 page.
+    let res = post(
+        &ann_cookie,
+        &ann_csrf,
+        &format!("/configs/{id}/approve"),
+        vec![("confirm", "yes")],
+    )
+    .await
+    .expect("approve by submitter");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.text().await.expect("body").contains("Not allowed"));
+    // Another admin may.
+    let (ben_cookie, ben_csrf, _) = login_as(&base, "ben", "ben-password-1").await;
+    let res = post(
+        &ben_cookie,
+        &ben_csrf,
+        &format!("/configs/{id}/approve"),
+        vec![("confirm", "yes")],
+    )
+    .await
+    .expect("approve by another admin");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        res.headers()[LOCATION],
+        format!("/configs/{id}?msg=approved").as_str()
+    );
+    let detail: serde_json::Value = http
+        .get(format!("{base}/api/v1/configs/{id}"))
+        .bearer_auth(&ann)
+        .send()
+        .await
+        .expect("detail")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(detail["status"], "active");
+    assert_eq!(detail["active_version"], 1);
+    running.stop().await;
+}
