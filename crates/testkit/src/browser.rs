@@ -181,10 +181,14 @@ impl Chromium {
                 "sh",
                 "-c",
                 // A dead test process may linger as a zombie, which `kill -0` still finds.
-                "while [ -d /proc/$1 ] && ! grep -q '^[0-9]* (.*) Z' /proc/$1/stat 2>/dev/null; do sleep 1; done; kill -KILL -- -\"$2\" 2>/dev/null",
+                // After killing the browser, the profile the test could not remove goes too.
+                "while [ -d /proc/$1 ] && ! grep -q '^[0-9]* (.*) Z' /proc/$1/stat 2>/dev/null; do sleep 1; done; \
+                 kill -KILL -- -\"$2\" 2>/dev/null; sleep 1; \
+                 case \"$3\" in */apm-chromium-*) rm -rf -- \"$3\" ;; esac",
                 "apm-chromium-watchdog",
                 &std::process::id().to_string(),
                 &pid.to_string(),
+                &profile.path().to_string_lossy(),
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
