@@ -39,14 +39,19 @@ fn start(args: &[&str]) -> (Proc, String) {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(i) = line.find("http://") {
-                let url: String = line[i..].chars().take_while(|c| !c.is_whitespace()).collect();
+                let url: String = line[i..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
                 if !url.ends_with("/metrics") {
                     let _ = tx.send(url);
                 }
             }
         }
     });
-    let url = rx.recv_timeout(Duration::from_secs(30)).expect("the command printed its URL");
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the command printed its URL");
     (proc, url)
 }
 
@@ -79,7 +84,10 @@ fn origin() -> String {
 }
 
 fn get(url: &str) -> (u16, String) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let r = reqwest::Client::new().get(url).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
@@ -99,7 +107,9 @@ fn ingest_serve_and_load_through_the_binary() {
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["written"], 3);
     assert_eq!(report["errors"][0]["position"], "entry 3");
-    let written: Vec<_> = std::fs::read_dir(out.path().join("mappings")).unwrap().collect();
+    let written: Vec<_> = std::fs::read_dir(out.path().join("mappings"))
+        .unwrap()
+        .collect();
     assert_eq!(written.len(), 3);
 
     // Bad input is a clear error naming what is wrong.
@@ -113,7 +123,13 @@ fn ingest_serve_and_load_through_the_binary() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/x.har: no such file"));
 
     let (_serve, url) = start(&[
-        "mock", "serve", "--listen", "127.0.0.1:0", "--duration", "60s", "--mappings",
+        "mock",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--duration",
+        "60s",
+        "--mappings",
         out.path().to_str().unwrap(),
     ]);
     let (status, body) = get(&format!("{url}/logo.png"));
@@ -131,13 +147,24 @@ fn ingest_serve_and_load_through_the_binary() {
         .unwrap();
     assert!(o.status.success());
     let o = Command::new(APM)
-        .args(["capture", "load", "--json", "--replace", "--wiremock", &url, "--mappings"])
+        .args([
+            "capture",
+            "load",
+            "--json",
+            "--replace",
+            "--wiremock",
+            &url,
+            "--mappings",
+        ])
         .arg(envoy_out.path())
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!((r["loaded"].as_u64(), r["backed_up"].as_u64()), (Some(5), Some(3)));
+    assert_eq!(
+        (r["loaded"].as_u64(), r["backed_up"].as_u64()),
+        (Some(5), Some(3))
+    );
     assert!(Path::new(r["backup"].as_str().unwrap()).is_file());
     assert_eq!(get(&format!("{url}/logo.png")).0, 404, "replaced");
     assert_eq!(get(&format!("{url}/v2/carts/42")).0, 200);
@@ -148,18 +175,33 @@ fn record_then_serve_through_the_binary() {
     let target = origin();
     let out = tempfile::tempdir().unwrap();
     let (mut rec, url) = start(&[
-        "capture", "record", "--listen", "127.0.0.1:0", "--duration", "3s", "--json",
-        "--target", &target, "--out", out.path().to_str().unwrap(),
+        "capture",
+        "record",
+        "--listen",
+        "127.0.0.1:0",
+        "--duration",
+        "3s",
+        "--json",
+        "--target",
+        &target,
+        "--out",
+        out.path().to_str().unwrap(),
     ]);
     let mut seen = Vec::new();
     for p in ["/a/1", "/b?x=1", "/a/1"] {
         seen.push(get(&format!("{url}{p}")));
     }
-    assert!(seen[0].1.contains("ana@example.com"), "the proxy relays the real response");
+    assert!(
+        seen[0].1.contains("ana@example.com"),
+        "the proxy relays the real response"
+    );
     // The recorder stops by itself after --duration and writes the mappings.
     let deadline = Instant::now() + Duration::from_secs(30);
     while rec.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "record did not stop after --duration");
+        assert!(
+            Instant::now() < deadline,
+            "record did not stop after --duration"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let files: Vec<PathBuf> = std::fs::read_dir(out.path().join("mappings"))
@@ -168,16 +210,27 @@ fn record_then_serve_through_the_binary() {
         .collect();
     assert_eq!(files.len(), 2, "two distinct requests");
     for f in &files {
-        assert!(!std::fs::read_to_string(f).unwrap().contains("ana@example.com"));
+        assert!(
+            !std::fs::read_to_string(f)
+                .unwrap()
+                .contains("ana@example.com")
+        );
     }
     let (_serve, mock) = start(&[
-        "mock", "serve", "--listen", "127.0.0.1:0", "--duration", "60s", "--mappings",
+        "mock",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--duration",
+        "60s",
+        "--mappings",
         out.path().to_str().unwrap(),
     ]);
     for (p, (status, body)) in ["/a/1", "/b?x=1"].iter().zip(&seen) {
         let (s, b) = get(&format!("{mock}{p}"));
         assert_eq!(s, *status);
-        let want: serde_json::Value = serde_json::from_str(&body.replace("ana@example.com", "SANITIZED_EMAIL")).unwrap();
+        let want: serde_json::Value =
+            serde_json::from_str(&body.replace("ana@example.com", "SANITIZED_EMAIL")).unwrap();
         assert_eq!(serde_json::from_str::<serde_json::Value>(&b).unwrap(), want);
     }
 }
