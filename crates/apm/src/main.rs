@@ -29,6 +29,9 @@ enum Command {
     /// Built-in mock server for the WireMock mappings `apm capture` writes.
     #[command(subcommand)]
     Mock(cmd::mock::MockCommand),
+    /// Benchmarks: `apm bench fleet` simulates a fleet of agents against a real `apm server`.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Server(args) => cmd::server::run(args),
         Command::Capture(command) => cmd::capture::run(command),
         Command::Mock(command) => cmd::mock::run(command),
+        Command::Bench(command) => cmd::bench::run(command),
     };
     match result {
         Ok(code) => code,

@@ -279,7 +279,8 @@ impl FromRequestParts<AppState> for Caller {
             }
             // Write at most a few times per idle period, not on every request.
             if now - session.last_seen_at > (idle_ms / 4).min(15_000) {
-                apm_store::auth::touch_session(&mut conn, &session.id, now).await?;
+                let mut w = state.db.write_conn().await?;
+                apm_store::auth::touch_session(&mut w, &session.id, now).await?;
             }
             (
                 session.user_id,
@@ -299,7 +300,8 @@ impl FromRequestParts<AppState> for Caller {
                 return Err(ApiError::unauthorized("this API token has expired"));
             }
             if t.last_used_at.is_none_or(|u| now - u > 60_000) {
-                apm_store::auth::touch_api_token(&mut conn, &t.id, now).await?;
+                let mut w = state.db.write_conn().await?;
+                apm_store::auth::touch_api_token(&mut w, &t.id, now).await?;
             }
             (t.user_id, AuthKind::ApiToken { id: t.id })
         } else {

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod bundle;
 pub mod error;
+pub mod ingest;
 pub mod settings;
 pub mod state;
 pub mod sync;

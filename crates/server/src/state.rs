@@ -24,6 +24,8 @@ pub struct AppState {
     pub bundles: moka::sync::Cache<(String, String), Arc<crate::bundle::RenderedBundle>>,
     /// Prometheus exposition.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Group commit of metric pushes.
+    pub stats_writer: Arc<crate::ingest::StatsWriter>,
 }
 
 impl AppState {
@@ -44,6 +46,7 @@ impl AppState {
             limiter: Arc::new(limiter),
             bundles: moka::sync::Cache::new(1024),
             metrics,
+            stats_writer: Arc::new(crate::ingest::StatsWriter::new()),
         }
     }
 }

@@ -33,8 +33,19 @@ use crate::state::AppState;
 
 /// Wakes long-polling agents.
 pub struct SyncHub {
-    tx: watch::Sender<u64>,
+    tx: watch::Sender<Wake>,
     waiting: AtomicI64,
+    desired: DesiredCache,
+}
+
+/// Generation counters carried by the hub's channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wake {
+    /// Bumped by every notification: cached config state from before it is stale.
+    pub any: u64,
+    /// Bumped when proxy rows may have changed (assignment, capture, another replica): waiters
+    /// re-read their proxy. Approvals only change configs, so waiters skip that read.
+    pub proxies: u64,
 }
 
 impl Default for SyncHub {
@@ -47,18 +58,29 @@ impl SyncHub {
     /// New hub.
     pub fn new() -> Self {
         SyncHub {
-            tx: watch::channel(0).0,
+            tx: watch::channel(Wake::default()).0,
             waiting: AtomicI64::new(0),
+            desired: DesiredCache::default(),
         }
     }
 
-    /// Something changed: every waiting request re-evaluates.
+    /// Something changed: every waiting request re-evaluates from the database.
     pub fn notify(&self) {
-        self.tx.send_modify(|g| *g = g.wrapping_add(1));
+        self.tx.send_modify(|w| {
+            w.any = w.any.wrapping_add(1);
+            w.proxies = w.proxies.wrapping_add(1);
+        });
+    }
+
+    /// Only configs changed (an approval): waiting requests re-resolve their config's desired
+    /// version — one database read per config, shared by all its waiters — and keep their
+    /// proxy row.
+    pub fn notify_configs(&self) {
+        self.tx.send_modify(|w| w.any = w.any.wrapping_add(1));
     }
 
     /// A receiver that sees later notifications.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub fn subscribe(&self) -> watch::Receiver<Wake> {
         self.tx.subscribe()
     }
 
@@ -127,6 +149,103 @@ pub async fn desired(conn: &mut AnyConnection, proxy: &ProxyRow) -> ApiResult<De
         None => Err(ApiError::internal(format!(
             "config {} points at missing version {active}",
             config.id
+        ))),
+    }
+}
+
+/// A config and its active version as read at one hub generation.
+struct ConfigState {
+    config: Option<ConfigRow>,
+    active: Option<VersionRow>,
+}
+
+type StateCell = std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<ConfigState>>>;
+
+/// The desired state of each config, read once per hub generation and shared by every request
+/// of that config: when an approval wakes 100,000 waiting agents, the database answers one
+/// query, not 100,000. An entry is used only at the generation it was read at (every
+/// notification bumps it) and for at most a second (renames do not notify).
+#[derive(Default)]
+struct DesiredCache {
+    entries:
+        std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant, StateCell)>>,
+}
+
+const DESIRED_TTL: Duration = Duration::from_secs(1);
+
+impl DesiredCache {
+    async fn get(
+        &self,
+        db: &Db,
+        config_id: &str,
+        generation: u64,
+    ) -> ApiResult<std::sync::Arc<ConfigState>> {
+        let cell = {
+            let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() > 10_000 {
+                map.retain(|_, (_, at, _)| at.elapsed() < DESIRED_TTL);
+            }
+            match map.get(config_id) {
+                Some((g, at, cell)) if *g == generation && at.elapsed() < DESIRED_TTL => {
+                    cell.clone()
+                }
+                _ => {
+                    let cell = StateCell::default();
+                    map.insert(
+                        config_id.to_string(),
+                        (generation, std::time::Instant::now(), cell.clone()),
+                    );
+                    cell
+                }
+            }
+        };
+        let state = cell
+            .get_or_try_init(|| async {
+                let mut conn = db.pool().acquire().await?;
+                let config = apm_store::configs::get_config(&mut conn, config_id).await?;
+                let active = match config.as_ref().and_then(|c| c.active_version) {
+                    Some(n) => Some(
+                        apm_store::configs::get_version(&mut conn, config_id, n)
+                            .await?
+                            .ok_or_else(|| {
+                                ApiError::internal(format!(
+                                    "config {config_id} points at missing version {n}"
+                                ))
+                            })?,
+                    ),
+                    None => None,
+                };
+                Ok::<_, ApiError>(std::sync::Arc::new(ConfigState { config, active }))
+            })
+            .await?;
+        Ok(state.clone())
+    }
+}
+
+/// [`desired`] through the hub's per-generation cache.
+async fn desired_cached(state: &AppState, proxy: &ProxyRow, generation: u64) -> ApiResult<Desired> {
+    let Some(config_id) = &proxy.config_id else {
+        return Ok(Desired::Nothing(format!(
+            "no config assigned to proxy {}; an admin assigns it with POST /api/v1/configs/{{id}}/proxies",
+            proxy.hostname
+        )));
+    };
+    let cs = state
+        .hub
+        .desired
+        .get(&state.db, config_id, generation)
+        .await?;
+    let Some(config) = &cs.config else {
+        return Ok(Desired::Nothing(format!(
+            "the config of proxy {} no longer exists",
+            proxy.hostname
+        )));
+    };
+    match &cs.active {
+        Some(v) => Ok(Desired::Version(Box::new((config.clone(), v.clone())))),
+        None => Ok(Desired::Nothing(format!(
+            "config {:?} assigned to proxy {} has no approved version yet",
+            config.name, proxy.hostname
         ))),
     }
 }
@@ -255,7 +374,7 @@ async fn sync(
     let have = q.hash.clone().filter(|h| !h.is_empty());
     let now = now_ms();
     {
-        let mut conn = state.db.pool().acquire().await?;
+        let mut conn = state.db.write_conn().await?;
         apm_store::proxies::record_contact(
             &mut conn,
             &agent.proxy.id,
@@ -277,18 +396,24 @@ async fn sync(
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms.max(0) as u64);
     // Subscribe before the first read so a change between the read and the wait is not lost.
     let mut rx = state.hub.subscribe();
+    let mut seen = *rx.borrow_and_update();
     let initial_capture = capture_of(&agent.proxy, now);
     state.hub.waiting.fetch_add(1, Ordering::Relaxed);
     let _guard = WaitGuard(&state.hub);
+    let mut current: Option<ProxyRow> = None;
     loop {
         let now = now_ms();
-        let mut conn = state.db.pool().acquire().await?;
-        let proxy = apm_store::proxies::get_proxy(&mut conn, &agent.proxy.id)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("this proxy was deleted"))?;
+        let proxy = match current.take() {
+            Some(p) => p,
+            None => {
+                let mut conn = state.db.pool().acquire().await?;
+                apm_store::proxies::get_proxy(&mut conn, &agent.proxy.id)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized("this proxy was deleted"))?
+            }
+        };
         let capture = capture_of(&proxy, now);
-        let desired = desired(&mut conn, &proxy).await?;
-        drop(conn);
+        let desired = desired_cached(&state, &proxy, seen.any).await?;
         let expired = tokio::time::Instant::now() >= deadline;
         match desired {
             Desired::Version(cv) => {
@@ -350,7 +475,12 @@ async fn sync(
                 if changed.is_err() {
                     tokio::time::sleep_until(deadline).await;
                 }
-                rx.borrow_and_update();
+                let woke = *rx.borrow_and_update();
+                if woke.proxies == seen.proxies {
+                    // Only configs changed: this proxy's row is as read.
+                    current = Some(proxy);
+                }
+                seen = woke;
             }
             _ = tokio::time::sleep_until(deadline) => {}
         }
@@ -418,7 +548,7 @@ async fn ack(
     if let Some(r) = &body.running_hash {
         check_hash("running_hash", r)?;
     }
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.write_conn().await?;
     match body.status {
         AckStatus::Ok => {
             apm_store::proxies::record_ack(
@@ -501,12 +631,20 @@ async fn stats(
             "timestamp: more than 5 minutes in the future; check the agent's clock",
         ));
     }
-    let mut tx = state.db.begin_write().await?;
-    for (name, value) in &body.metrics {
-        apm_store::telemetry::insert_sample(&mut tx, &agent.proxy.id, name, ts, *value).await?;
-    }
-    apm_store::proxies::record_contact(&mut tx, &agent.proxy.id, None, None, None, now).await?;
-    tx.commit().await?;
+    let samples = body
+        .metrics
+        .into_iter()
+        .map(|(metric, value)| apm_store::telemetry::NewSample {
+            proxy_id: agent.proxy.id.clone(),
+            metric,
+            ts,
+            value,
+        })
+        .collect();
+    state
+        .stats_writer
+        .write(&state.db, &agent.proxy.id, samples, now)
+        .await?;
     Ok(accepted())
 }
 

@@ -79,7 +79,32 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
+    /// Where writes go. SQLite has one writer at a time, and a writer that finds the lock taken
+    /// sleeps in its busy handler (1, 2, 5 … 100 ms steps) instead of queueing: with several
+    /// connections writing at once, throughput collapses into those sleeps. So on SQLite every
+    /// write goes through this pool of exactly one connection, where writers wait in order in
+    /// the pool queue, while reads keep the whole `pool` (WAL readers never block). On
+    /// PostgreSQL it is the same pool.
+    writer: AnyPool,
     backend: Backend,
+}
+
+fn sqlite_pragmas(
+    conn: &mut sqlx::AnyConnection,
+    _meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures_core_box::BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        conn.execute("PRAGMA journal_mode=WAL").await?;
+        conn.execute("PRAGMA synchronous=NORMAL").await?;
+        conn.execute("PRAGMA foreign_keys=ON").await?;
+        conn.execute("PRAGMA busy_timeout=15000").await?;
+        Ok(())
+    })
+}
+
+mod futures_core_box {
+    /// The boxed future `after_connect` wants.
+    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 }
 
 /// Current time as epoch milliseconds.
@@ -118,18 +143,32 @@ impl Db {
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30));
         if backend == Backend::Sqlite {
-            pool = pool.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode=WAL").await?;
-                    conn.execute("PRAGMA synchronous=NORMAL").await?;
-                    conn.execute("PRAGMA foreign_keys=ON").await?;
-                    conn.execute("PRAGMA busy_timeout=15000").await?;
-                    Ok(())
-                })
-            });
+            pool = pool.after_connect(sqlite_pragmas);
         }
-        let pool = pool.connect_with(options).await?;
-        Ok(Db { pool, backend })
+        let pool = pool.connect_with(options.clone()).await?;
+        let writer = match backend {
+            Backend::Sqlite => {
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(sqlite_pragmas)
+                    .connect_with(options)
+                    .await?
+            }
+            Backend::Postgres => pool.clone(),
+        };
+        Ok(Db {
+            pool,
+            writer,
+            backend,
+        })
+    }
+
+    /// A connection for writes outside [`Db::begin_write`] (single statements that commit on
+    /// their own). On SQLite it is the one writer connection: do not hold it while waiting for
+    /// another write.
+    pub async fn write_conn(&self) -> Result<sqlx::pool::PoolConnection<Any>> {
+        Ok(self.writer.acquire().await?)
     }
 
     /// The pool, for reads outside a transaction.
@@ -148,7 +187,7 @@ impl Db {
     /// instead of one winner and one clean 409.
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         })
     }
@@ -167,6 +206,7 @@ impl Db {
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 

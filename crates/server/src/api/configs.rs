@@ -572,7 +572,8 @@ async fn approve(
     let config = load_config(&mut tx, &id).await?;
     let detail = config_detail(&mut tx, &config).await?;
     tx.commit().await?;
-    state.hub.notify();
+    // An approval changes no proxy row: waiters only re-resolve their config.
+    state.hub.notify_configs();
     Ok(Json(detail))
 }
 

@@ -436,7 +436,7 @@ pub struct BeaconResponse {
 async fn beacon(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<BeaconResponse>> {
     let now = now_ms();
     if let AuthKind::Session { id, .. } = &caller.auth {
-        let mut conn = state.db.pool().acquire().await?;
+        let mut conn = state.db.write_conn().await?;
         apm_store::auth::touch_session(&mut conn, id, now).await?;
     }
     Ok(Json(BeaconResponse {
