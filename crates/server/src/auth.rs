@@ -335,6 +335,9 @@ pub struct Agent {
     pub proxy: apm_store::proxies::ProxyRow,
     /// `x-request-id` of this request.
     pub request_id: Option<String>,
+    /// The sync hub's generation just before `proxy` was read: while it has not moved, no
+    /// notified change can be missing from the row, so the sync handler need not read it again.
+    pub read_at: crate::sync::Wake,
 }
 
 impl FromRequestParts<AppState> for Agent {
@@ -361,6 +364,7 @@ impl FromRequestParts<AppState> for Agent {
                 "not an agent credential (they start with apma_)",
             ));
         }
+        let read_at = state.hub.current();
         let mut conn = state.db.pool().acquire().await?;
         let proxy = apm_store::proxies::find_proxy_by_credential(&mut conn, &token_hash(&token))
             .await?
@@ -374,6 +378,7 @@ impl FromRequestParts<AppState> for Agent {
         Ok(Agent {
             proxy,
             request_id: request_id(parts),
+            read_at,
         })
     }
 }

@@ -124,3 +124,55 @@ async fn write_batch(db: &Db, jobs: &[Job]) -> Result<(), apm_store::StoreError>
     tx.commit().await?;
     Ok(())
 }
+
+/// Contact times of syncs that reported nothing new, written together every
+/// [`CONTACT_FLUSH`]: a fleet's syncs would otherwise be one write each.
+#[derive(Default)]
+pub struct ContactBuffer {
+    pending: std::sync::Arc<std::sync::Mutex<Vec<(String, i64)>>>,
+    started: OnceLock<()>,
+}
+
+/// How often buffered contact times are written.
+pub const CONTACT_FLUSH: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl ContactBuffer {
+    /// An empty buffer; its flush task starts on first use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Notes that `proxy_id` was seen at `now`; stored within [`CONTACT_FLUSH`] (a batch is
+    /// stored with its earliest time, so no proxy is ever shown as seen later than it was).
+    pub fn touch(&self, db: &Db, proxy_id: &str, now: i64) {
+        self.started.get_or_init(|| {
+            tokio::spawn(flush_contacts(db.clone(), self.pending.clone()));
+        });
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((proxy_id.to_string(), now));
+    }
+}
+
+async fn flush_contacts(db: Db, pending: std::sync::Arc<std::sync::Mutex<Vec<(String, i64)>>>) {
+    loop {
+        tokio::time::sleep(CONTACT_FLUSH).await;
+        let batch = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let Some(earliest) = batch.iter().map(|(_, t)| *t).min() else {
+            continue;
+        };
+        let mut ids: Vec<String> = batch.into_iter().map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let result = async {
+            let mut conn = db.write_conn().await?;
+            apm_store::proxies::record_contacts(&mut conn, &ids, earliest).await
+        }
+        .await;
+        if let Err(e) = result {
+            // Last-seen times are advisory; the next sync of each agent writes again.
+            tracing::warn!(error = %e, proxies = ids.len(), "recording contact times failed");
+        }
+    }
+}

@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Group commit of metric pushes.
     pub stats_writer: Arc<crate::ingest::StatsWriter>,
+    /// Batched contact times of syncs.
+    pub contacts: Arc<crate::ingest::ContactBuffer>,
 }
 
 impl AppState {
@@ -47,6 +49,7 @@ impl AppState {
             bundles: moka::sync::Cache::new(1024),
             metrics,
             stats_writer: Arc::new(crate::ingest::StatsWriter::new()),
+            contacts: Arc::new(crate::ingest::ContactBuffer::new()),
         }
     }
 }

@@ -79,6 +79,11 @@ impl SyncHub {
         self.tx.send_modify(|w| w.any = w.any.wrapping_add(1));
     }
 
+    /// The current generations.
+    pub fn current(&self) -> Wake {
+        *self.tx.borrow()
+    }
+
     /// A receiver that sees later notifications.
     pub fn subscribe(&self) -> watch::Receiver<Wake> {
         self.tx.subscribe()
@@ -373,7 +378,14 @@ async fn sync(
     }
     let have = q.hash.clone().filter(|h| !h.is_empty());
     let now = now_ms();
-    {
+    let reported_changed = [
+        (&q.ats_version, &agent.proxy.ats_version),
+        (&q.os, &agent.proxy.os),
+        (&q.arch, &agent.proxy.arch),
+    ]
+    .iter()
+    .any(|(new, old)| new.is_some() && new != old);
+    if reported_changed || agent.proxy.last_seen_at.is_none() {
         let mut conn = state.db.write_conn().await?;
         apm_store::proxies::record_contact(
             &mut conn,
@@ -384,6 +396,10 @@ async fn sync(
             now,
         )
         .await?;
+    } else {
+        // Only the time moves: written with others' within a quarter second (one statement
+        // for many agents), not one write per sync.
+        state.contacts.touch(&state.db, &agent.proxy.id, now);
     }
     let wait_ms = q.wait.unwrap_or(0).min(state.settings.sync_max_wait_secs) as i64 * 1000;
     let jitter = wait_ms * state.settings.sync_jitter_percent as i64 / 100;
@@ -400,7 +416,22 @@ async fn sync(
     let initial_capture = capture_of(&agent.proxy, now);
     state.hub.waiting.fetch_add(1, Ordering::Relaxed);
     let _guard = WaitGuard(&state.hub);
-    let mut current: Option<ProxyRow> = None;
+    // The credential lookup read this proxy moments ago; unless a proxy change was notified
+    // since, that row (with what this request reported) is current.
+    let mut current: Option<ProxyRow> = (seen.proxies == agent.read_at.proxies).then(|| {
+        let mut p = agent.proxy.clone();
+        p.last_seen_at = Some(now);
+        for (field, value) in [
+            (&mut p.ats_version, &q.ats_version),
+            (&mut p.os, &q.os),
+            (&mut p.arch, &q.arch),
+        ] {
+            if value.is_some() {
+                field.clone_from(value);
+            }
+        }
+        p
+    });
     loop {
         let now = now_ms();
         let proxy = match current.take() {

@@ -287,6 +287,39 @@ pub async fn record_contact(
     Ok(())
 }
 
+/// Records that many proxies were seen at `now` (never moving a later time back), a few
+/// statements for any number of proxies.
+pub async fn record_contacts(conn: &mut AnyConnection, ids: &[String], now: i64) -> Result<()> {
+    // SQLite gets anonymous `?` (numbered parameters bind in quadratic time there).
+    let numbered = !conn.backend_name().eq_ignore_ascii_case("sqlite");
+    for chunk in ids.chunks(500) {
+        let mut list = String::with_capacity(chunk.len() * 6);
+        for i in 0..chunk.len() {
+            if i > 0 {
+                list.push_str(", ");
+            }
+            if numbered {
+                list.push_str(&format!("${}", i + 2));
+            } else {
+                list.push('?');
+            }
+        }
+        let (t1, t2) = if numbered { ("$1", "$1") } else { ("?", "?") };
+        let sql = format!(
+            "UPDATE proxies SET last_seen_at = {t1} WHERE id IN ({list}) AND (last_seen_at IS NULL OR last_seen_at < {t2})"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        if !numbered {
+            q = q.bind(now);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Records an ack: the hash the agent now runs, and the error if the apply failed.
 pub async fn record_ack(
     conn: &mut AnyConnection,
