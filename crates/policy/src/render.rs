@@ -416,7 +416,10 @@ mod tests {
     fn every_ip_allow_rule_names_its_methods() {
         // ATS 9.2 allows nothing for an allow rule without `methods` (verified on real ATS).
         let yaml = ip_allow_yaml(&default_policy().validate().unwrap());
-        assert_eq!(yaml.matches("- apply:").count(), yaml.matches("methods: ALL").count());
+        assert_eq!(
+            yaml.matches("- apply:").count(),
+            yaml.matches("methods: ALL").count()
+        );
         assert_eq!(yaml.matches("- apply:").count(), 4);
     }
 
