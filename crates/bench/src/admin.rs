@@ -15,6 +15,9 @@ pub struct Admin {
     server: SocketAddr,
     token: String,
     lane: Lane,
+    /// Failed attempts that were retried (an overloaded server answers 503): each is an error
+    /// of the run, reported, not hidden.
+    pub retried: Vec<String>,
 }
 
 /// One API answer.
@@ -84,6 +87,7 @@ impl Admin {
             server,
             token,
             lane,
+            retried: Vec::new(),
         })
     }
 
@@ -95,16 +99,31 @@ impl Admin {
         ok: &[u16],
     ) -> Result<Value, BenchError> {
         let what = format!("{method} {path}");
-        let r = call(
-            &mut self.lane,
-            self.server,
-            method,
-            path,
-            Some(&self.token),
-            body,
-        )
-        .await?;
-        expect(&what, r, ok)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = call(
+                &mut self.lane,
+                self.server,
+                method.clone(),
+                path,
+                Some(&self.token),
+                body,
+            )
+            .await;
+            let retry = match &r {
+                Ok((status, _)) => *status == StatusCode::SERVICE_UNAVAILABLE,
+                Err(_) => true,
+            };
+            if !retry || attempt >= 5 {
+                return expect(&what, r?, ok);
+            }
+            self.retried.push(match r {
+                Ok((status, v)) => format!("{what}: HTTP {status}: {v}"),
+                Err(e) => e.to_string(),
+            });
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
     }
 
     /// An enrollment token good for any number of agents for a day.

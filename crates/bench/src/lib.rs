@@ -138,7 +138,7 @@ impl FleetOptions {
             ceiling_secs: 5.0,
             ceiling_concurrency: 64,
             probe_secs: 3.0,
-            server_log_level: "info".into(),
+            server_log_level: "warn".into(),
             server_args: Vec::new(),
             propagation_timeout: Duration::from_secs(60),
         }
@@ -283,6 +283,17 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
     };
     let pg_url = pg.as_ref().map(Postgres::url);
     let password = format!("bench-{}", rand::random::<u64>());
+    // The admin session idles while thousands of agents enroll and settle; the server's
+    // 2-minute idle timeout would end it mid-run.
+    let mut server_args = opts.server_args.clone();
+    for (flag, value) in [
+        ("--session-idle-timeout-secs", "86400"),
+        ("--session-max-lifetime-secs", "86400"),
+    ] {
+        if !server_args.iter().any(|a| a == flag) {
+            server_args.extend([flag.to_string(), value.to_string()]);
+        }
+    }
     let t = Instant::now();
     let server = ServerProcess::start(ServerSpec {
         exe: &opts.exe,
@@ -290,7 +301,7 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
         database_url: pg_url.as_deref(),
         root_password: &password,
         log_level: &opts.server_log_level,
-        extra_args: &opts.server_args,
+        extra_args: &server_args,
         log_path: opts.out.join("server.log"),
     })
     .await?;
@@ -645,6 +656,9 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
     let rows_in_database = count_rows(&db_url).await;
     drop(pg);
 
+    for e in &admin.retried {
+        rec.error("admin: retried", || e.clone());
+    }
     let stats_latency = rec.stats_latency();
     let result = FleetResult {
         agents: n,

@@ -569,11 +569,14 @@ async fn approve(
         Some(&json!({"version": w.version, "status": "pending_approval", "active_version": config.active_version})),
         Some(&json!({"version": w.version, "status": "active", "active_version": w.version,
                      "approval_mode": state.settings.approval_mode.as_str()}))).await?;
-    let config = load_config(&mut tx, &id).await?;
-    let detail = config_detail(&mut tx, &config).await?;
     tx.commit().await?;
-    // An approval changes no proxy row: waiters only re-resolve their config.
+    // An approval changes no proxy row: waiters only re-resolve their config. They are woken
+    // before the answer is built: with a large fleet, listing the config's proxies for the
+    // answer takes longer than delivering the new version to all of them.
     state.hub.notify_configs();
+    let mut conn = state.db.pool().acquire().await?;
+    let config = load_config(&mut conn, &id).await?;
+    let detail = config_detail(&mut conn, &config).await?;
     Ok(Json(detail))
 }
 
