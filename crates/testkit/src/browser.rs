@@ -1,4 +1,7 @@
-//! A real headless Chromium (Debian's `chromium` package) driven over the DevTools protocol.
+//! Real headless browsers for end-to-end tests: Debian's `chromium` driven over the DevTools
+//! protocol, and Debian's `firefox-esr` driven over WebDriver BiDi ([`crate::firefox`]). The same
+//! scenario code runs in both: [`Browser::launch`] takes an [`Engine`], and [`Tab`] offers the
+//! same verbs whichever engine is behind it.
 //!
 //! [`Chromium::launch`] starts `chromium --headless=new --no-sandbox` (tests run as root) with a
 //! fresh `--user-data-dir` in a temp dir and every background feature that would talk to the
@@ -15,11 +18,12 @@
 //! [`Tab`] wraps a page with the few verbs an end-to-end test needs (go to, wait for a selector,
 //! click, type with real key events, read text, run a script, take a screenshot). Screenshots go
 //! to [`screenshot_dir`]: `$CARGO_TARGET_DIR/screenshots`, else `target/screenshots` at the
-//! workspace root.
+//! workspace root; Firefox's carry a `firefox-` prefix so both sets sit side by side.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
@@ -34,11 +38,14 @@ use chromiumoxide::cdp::browser_protocol::target::{
 use chromiumoxide::handler::HandlerConfig;
 use chromiumoxide::handler::viewport::Viewport;
 use chromiumoxide::page::ScreenshotParams;
-use chromiumoxide::{Browser, Page};
+use chromiumoxide::{Browser as CdpBrowser, Page};
 use futures::StreamExt;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::firefox::{Bidi, Firefox};
 
 /// Where Debian installs Chromium; override with `APM_CHROMIUM`.
 pub const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
@@ -57,8 +64,8 @@ pub enum BrowserError {
         #[source]
         source: std::io::Error,
     },
-    /// Chromium did not come up; carries the tail of its stderr.
-    #[error("chromium did not start: {reason}\n--- chromium stderr (tail) ---\n{stderr}")]
+    /// The browser did not come up; carries the tail of its stderr.
+    #[error("browser did not start: {reason}\n--- browser stderr (tail) ---\n{stderr}")]
     Start {
         /// Why.
         reason: String,
@@ -93,7 +100,7 @@ pub enum BrowserError {
     },
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrowserError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrowserError {
     let what = what.into();
     move |source| BrowserError::Io { what, source }
 }
@@ -116,7 +123,7 @@ pub fn screenshot_dir() -> PathBuf {
 
 /// A running headless Chromium. Dropping it kills the browser's process group.
 pub struct Chromium {
-    browser: Browser,
+    browser: CdpBrowser,
     handler: tokio::task::JoinHandle<()>,
     child: Child,
     watchdog: Option<Child>,
@@ -176,31 +183,8 @@ impl Chromium {
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command.spawn().map_err(io(format!("starting {exe}")))?;
         let pid = child.id();
-        let watchdog = Command::new("setsid")
-            .args([
-                "sh",
-                "-c",
-                // A dead test process may linger as a zombie, which `kill -0` still finds.
-                // After killing the browser, the profile the test could not remove goes too.
-                "while [ -d /proc/$1 ] && ! grep -q '^[0-9]* (.*) Z' /proc/$1/stat 2>/dev/null; do sleep 1; done; \
-                 kill -KILL -- -\"$2\" 2>/dev/null; sleep 1; \
-                 case \"$3\" in */apm-chromium-*) rm -rf -- \"$3\" ;; esac",
-                "apm-chromium-watchdog",
-                &std::process::id().to_string(),
-                &pid.to_string(),
-                &profile.path().to_string_lossy(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok();
+        let watchdog = spawn_watchdog(pid, profile.path(), "apm-chromium-");
 
-        let tail = |path: &Path| {
-            let text = fs::read_to_string(path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        };
         // Chromium writes the chosen port and the browser target's path to this file.
         let port_file = data_dir.join("DevToolsActivePort");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -242,7 +226,7 @@ impl Chromium {
             request_timeout: Duration::from_secs(30),
             ..HandlerConfig::default()
         };
-        let connected = Browser::connect_with_config(ws_url.clone(), config).await;
+        let connected = CdpBrowser::connect_with_config(ws_url.clone(), config).await;
         let (browser, mut handler) = match connected {
             Ok(pair) => pair,
             Err(e) => {
@@ -296,7 +280,14 @@ impl Chromium {
             .new_page(params)
             .await
             .map_err(cdp("Target.createTarget"))?;
-        Ok(Tab { page })
+        Ok(Tab {
+            inner: Inner::Cdp(page),
+        })
+    }
+
+    /// The browser's PID, which is also its process group id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The profile dir (holds `stderr.log`, useful when a test fails).
@@ -305,7 +296,50 @@ impl Chromium {
     }
 }
 
-fn kill_group(pid: u32) {
+/// Tail (30 lines) of a browser's stderr log, for start-up errors.
+pub(crate) fn tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Starts a watchdog that kills the browser's process group (and removes its temp dir, which
+/// must carry `marker` in its name) when the test process dies without running `Drop`.
+pub(crate) fn spawn_watchdog(pid: u32, dir: &Path, marker: &str) -> Option<Child> {
+    Command::new("setsid")
+        .args([
+            "sh",
+            "-c",
+            // A dead test process may linger as a zombie, which `kill -0` still finds.
+            // After killing the browser, the profile the test could not remove goes too.
+            "while [ -d /proc/$1 ] && ! grep -q '^[0-9]* (.*) Z' /proc/$1/stat 2>/dev/null; do sleep 1; done; \
+             kill -KILL -- -\"$2\" 2>/dev/null; sleep 1; \
+             case \"$3\" in */\"$4\"*) rm -rf -- \"$3\" ;; esac",
+            "apm-browser-watchdog",
+            &std::process::id().to_string(),
+            &pid.to_string(),
+            &dir.to_string_lossy(),
+            marker,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
+/// Stops a watchdog (its own session, so its group) once the browser is gone.
+pub(crate) fn stop_watchdog(watchdog: Option<Child>) {
+    if let Some(mut w) = watchdog {
+        if let Ok(raw) = i32::try_from(w.id()) {
+            let _ = killpg(Pid::from_raw(raw), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
+        }
+        let _ = w.wait();
+    }
+}
+
+pub(crate) fn kill_group(pid: u32) {
     if let Ok(raw) = i32::try_from(pid) {
         let _ = killpg(Pid::from_raw(raw), Signal::SIGKILL);
     }
@@ -316,19 +350,100 @@ impl Drop for Chromium {
         self.handler.abort();
         kill_group(self.child.id());
         let _ = self.child.wait();
-        if let Some(mut w) = self.watchdog.take() {
-            if let Ok(raw) = i32::try_from(w.id()) {
-                let _ = killpg(Pid::from_raw(raw), Signal::SIGKILL);
-                let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
-            }
-            let _ = w.wait();
+        stop_watchdog(self.watchdog.take());
+    }
+}
+
+/// Which browser engine to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Debian's `chromium`, over the DevTools protocol.
+    Chromium,
+    /// Debian's `firefox-esr`, over WebDriver BiDi.
+    Firefox,
+}
+
+impl Engine {
+    /// Lower-case name (`chromium`, `firefox`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Chromium => "chromium",
+            Engine::Firefox => "firefox",
+        }
+    }
+}
+
+/// A running browser of either engine. Dropping it kills the browser's process group.
+pub enum Browser {
+    /// Chromium over CDP.
+    Chromium(Chromium),
+    /// Firefox over WebDriver BiDi.
+    Firefox(Firefox),
+}
+
+impl Browser {
+    /// Starts the browser of `engine`. Must be called inside a tokio runtime.
+    pub async fn launch(engine: Engine) -> Result<Browser, BrowserError> {
+        Ok(match engine {
+            Engine::Chromium => Browser::Chromium(Chromium::launch().await?),
+            Engine::Firefox => Browser::Firefox(Firefox::launch().await?),
+        })
+    }
+
+    /// The engine behind this browser.
+    pub fn engine(&self) -> Engine {
+        match self {
+            Browser::Chromium(_) => Engine::Chromium,
+            Browser::Firefox(_) => Engine::Firefox,
+        }
+    }
+
+    /// Product and version (e.g. `Chrome/156.0…`, `firefox 153.7.0`).
+    pub async fn version(&self) -> Result<String, BrowserError> {
+        match self {
+            Browser::Chromium(c) => c.version().await,
+            Browser::Firefox(f) => Ok(f.version().to_string()),
+        }
+    }
+
+    /// Opens a tab with its own cookies and storage.
+    pub async fn new_tab(&self) -> Result<Tab, BrowserError> {
+        match self {
+            Browser::Chromium(c) => c.new_tab().await,
+            Browser::Firefox(f) => Ok(Tab {
+                inner: Inner::Bidi {
+                    context: f.new_context().await?,
+                    bidi: f.bidi.clone(),
+                },
+            }),
+        }
+    }
+
+    /// The browser's PID, which is also its process group id.
+    pub fn pid(&self) -> u32 {
+        match self {
+            Browser::Chromium(c) => c.pid(),
+            Browser::Firefox(f) => f.pid(),
+        }
+    }
+
+    /// The temp dir of the browser's profile (holds `stderr.log`).
+    pub fn profile_dir(&self) -> &Path {
+        match self {
+            Browser::Chromium(c) => c.profile_dir(),
+            Browser::Firefox(f) => f.profile_dir(),
         }
     }
 }
 
 /// One browser tab.
 pub struct Tab {
-    page: Page,
+    inner: Inner,
+}
+
+enum Inner {
+    Cdp(Page),
+    Bidi { bidi: Arc<Bidi>, context: String },
 }
 
 /// JSON-quotes a string for embedding in a script.
@@ -336,39 +451,141 @@ fn js(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
+/// WebDriver's code for a named key (BiDi `keyDown.value`).
+fn webdriver_key(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "Tab" => "\u{E004}",
+        "Enter" => "\u{E007}",
+        "Escape" => "\u{E00C}",
+        " " | "Space" => " ",
+        "ArrowUp" => "\u{E013}",
+        "ArrowDown" => "\u{E015}",
+        _ => return None,
+    })
+}
+
+fn key_actions(keys: impl IntoIterator<Item = String>) -> Value {
+    let mut actions = Vec::new();
+    for k in keys {
+        actions.push(json!({"type": "keyDown", "value": k}));
+        actions.push(json!({"type": "keyUp", "value": k}));
+    }
+    json!([{"type": "key", "id": "keyboard", "actions": actions}])
+}
+
 impl Tab {
-    /// The underlying chromiumoxide page, for anything not wrapped here.
-    pub fn page(&self) -> &Page {
-        &self.page
+    /// Which engine this tab belongs to.
+    pub fn engine(&self) -> Engine {
+        match self.inner {
+            Inner::Cdp(_) => Engine::Chromium,
+            Inner::Bidi { .. } => Engine::Firefox,
+        }
+    }
+
+    async fn bidi(&self, method: &str, params: Value) -> Result<Value, BrowserError> {
+        match &self.inner {
+            Inner::Bidi { bidi, .. } => bidi.call(method, params).await,
+            Inner::Cdp(_) => Err(BrowserError::Cdp {
+                what: method.into(),
+                message: "not a Firefox tab".into(),
+            }),
+        }
+    }
+
+    fn context(&self) -> &str {
+        match &self.inner {
+            Inner::Bidi { context, .. } => context,
+            Inner::Cdp(_) => "",
+        }
     }
 
     /// Navigates and waits for the load.
     pub async fn goto(&self, url: &str) -> Result<(), BrowserError> {
-        self.page
-            .goto(url)
-            .await
-            .map_err(cdp(format!("navigating to {url}")))?;
+        match &self.inner {
+            Inner::Cdp(page) => {
+                page.goto(url)
+                    .await
+                    .map_err(cdp(format!("navigating to {url}")))?;
+            }
+            Inner::Bidi { .. } => {
+                self.bidi(
+                    "browsingContext.navigate",
+                    json!({"context": self.context(), "url": url, "wait": "complete"}),
+                )
+                .await?;
+            }
+        }
         Ok(())
     }
 
     /// The current URL.
     pub async fn url(&self) -> String {
-        self.page.url().await.ok().flatten().unwrap_or_default()
+        match &self.inner {
+            Inner::Cdp(page) => page.url().await.ok().flatten().unwrap_or_default(),
+            Inner::Bidi { .. } => self
+                .bidi(
+                    "browsingContext.getTree",
+                    json!({"root": self.context(), "maxDepth": 0}),
+                )
+                .await
+                .ok()
+                .and_then(|t| t["contexts"][0]["url"].as_str().map(str::to_string))
+                .unwrap_or_default(),
+        }
     }
 
     /// Evaluates an expression and deserializes its (JSON-able) value.
     pub async fn eval<T: DeserializeOwned>(&self, script: &str) -> Result<T, BrowserError> {
-        // A script sent while the page's context is being replaced can wait forever for a
-        // context; bound it so a test fails instead of hanging.
-        let result = tokio::time::timeout(Duration::from_secs(15), self.page.evaluate(script))
-            .await
-            .map_err(|_| BrowserError::Timeout {
-                what: format!("script {}", short(script)),
-                waited: Duration::from_secs(15),
-                url: String::new(),
-            })?
-            .map_err(cdp(format!("evaluating {}", short(script))))?;
-        result.into_value().map_err(|e| BrowserError::Script {
+        let value = match &self.inner {
+            Inner::Cdp(page) => {
+                // A script sent while the page's context is being replaced can wait forever for
+                // a context; bound it so a test fails instead of hanging.
+                let result = tokio::time::timeout(Duration::from_secs(15), page.evaluate(script))
+                    .await
+                    .map_err(|_| BrowserError::Timeout {
+                        what: format!("script {}", short(script)),
+                        waited: Duration::from_secs(15),
+                        url: String::new(),
+                    })?
+                    .map_err(cdp(format!("evaluating {}", short(script))))?;
+                return result.into_value().map_err(|e| BrowserError::Script {
+                    script: short(script),
+                    message: e.to_string(),
+                });
+            }
+            Inner::Bidi { .. } => {
+                // BiDi answers with typed remote values; JSON text inside an array (so that
+                // `undefined` becomes null) deserializes like CDP's by-value results.
+                let answer = self
+                    .bidi(
+                        "script.evaluate",
+                        json!({
+                            "expression": format!("JSON.stringify([(\n{script}\n)])"),
+                            "target": {"context": self.context()},
+                            "awaitPromise": false,
+                            "resultOwnership": "none",
+                        }),
+                    )
+                    .await?;
+                if answer["type"] == "exception" {
+                    return Err(BrowserError::Script {
+                        script: short(script),
+                        message: answer["exceptionDetails"]["text"]
+                            .as_str()
+                            .unwrap_or("exception")
+                            .to_string(),
+                    });
+                }
+                let text = answer["result"]["value"].as_str().unwrap_or("[null]");
+                let mut v: Value =
+                    serde_json::from_str(text).map_err(|e| BrowserError::Script {
+                        script: short(script),
+                        message: e.to_string(),
+                    })?;
+                v[0].take()
+            }
+        };
+        serde_json::from_value(value).map_err(|e| BrowserError::Script {
             script: short(script),
             message: e.to_string(),
         })
@@ -420,11 +637,15 @@ impl Tab {
 
     /// Finds an element, retrying briefly when the document is being replaced under us (a
     /// navigation between the wait and the lookup makes node ids stale).
-    async fn element(&self, selector: &str) -> Result<chromiumoxide::Element, BrowserError> {
+    async fn element(
+        &self,
+        page: &Page,
+        selector: &str,
+    ) -> Result<chromiumoxide::Element, BrowserError> {
         let mut last = None;
         for _ in 0..20 {
             self.wait_for(selector).await?;
-            match self.page.find_element(selector).await {
+            match page.find_element(selector).await {
                 Ok(e) => return Ok(e),
                 Err(e) => last = Some(e),
             }
@@ -462,15 +683,48 @@ impl Tab {
 
     /// Clicks the element (a real mouse click at its centre, after scrolling it into view).
     pub async fn click(&self, selector: &str) -> Result<(), BrowserError> {
-        let element = self.element(selector).await?;
-        element
-            .scroll_into_view()
-            .await
-            .map_err(cdp(format!("scrolling to {selector}")))?;
-        element
-            .click()
-            .await
-            .map_err(cdp(format!("clicking {selector}")))?;
+        match &self.inner {
+            Inner::Cdp(page) => {
+                let element = self.element(page, selector).await?;
+                element
+                    .scroll_into_view()
+                    .await
+                    .map_err(cdp(format!("scrolling to {selector}")))?;
+                element
+                    .click()
+                    .await
+                    .map_err(cdp(format!("clicking {selector}")))?;
+            }
+            Inner::Bidi { .. } => {
+                self.wait_for(selector).await?;
+                let centre: Option<(f64, f64)> = self
+                    .eval(&format!(
+                        "(() => {{ const e = document.querySelector({}); if (!e) return null; \
+                         e.scrollIntoView({{block: 'center', inline: 'center'}}); \
+                         const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()",
+                        js(selector)
+                    ))
+                    .await?;
+                let Some((x, y)) = centre else {
+                    return Err(BrowserError::Script {
+                        script: format!("click {selector}"),
+                        message: "the element went away before the click".into(),
+                    });
+                };
+                self.bidi(
+                    "input.performActions",
+                    json!({"context": self.context(), "actions": [{
+                        "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+                        "actions": [
+                            {"type": "pointerMove", "x": x.floor() as i64, "y": y.floor() as i64, "origin": "viewport"},
+                            {"type": "pointerDown", "button": 0},
+                            {"type": "pointerUp", "button": 0},
+                        ],
+                    }]}),
+                )
+                .await?;
+            }
+        }
         Ok(())
     }
 
@@ -482,29 +736,34 @@ impl Tab {
             js(selector)
         ))
         .await?;
-        let element = self.element(selector).await?;
-        // Key events for what the US layout has; text insertion (as an IME would) for the rest.
-        let mut run = String::new();
-        for ch in text.chars().chain(std::iter::once('\0')) {
-            if ch.is_ascii() && ch != '\0' {
-                run.push(ch);
-                continue;
+        match &self.inner {
+            Inner::Cdp(page) => {
+                let element = self.element(page, selector).await?;
+                // Key events for what the US layout has; text insertion (as an IME would) for
+                // the rest.
+                let mut run = String::new();
+                for ch in text.chars().chain(std::iter::once('\0')) {
+                    if ch.is_ascii() && ch != '\0' {
+                        run.push(ch);
+                        continue;
+                    }
+                    if !run.is_empty() {
+                        element
+                            .type_str(&run)
+                            .await
+                            .map_err(cdp(format!("typing into {selector}")))?;
+                        run.clear();
+                    }
+                    if ch != '\0' {
+                        page.execute(InsertTextParams::new(ch.to_string()))
+                            .await
+                            .map_err(cdp(format!("inserting text into {selector}")))?;
+                    }
+                }
+                Ok(())
             }
-            if !run.is_empty() {
-                element
-                    .type_str(&run)
-                    .await
-                    .map_err(cdp(format!("typing into {selector}")))?;
-                run.clear();
-            }
-            if ch != '\0' {
-                self.page
-                    .execute(InsertTextParams::new(ch.to_string()))
-                    .await
-                    .map_err(cdp(format!("inserting text into {selector}")))?;
-            }
+            Inner::Bidi { .. } => self.type_text(text).await,
         }
-        Ok(())
     }
 
     /// Selects the `<option>` with `value` in a `<select>` and fires `change`.
@@ -532,6 +791,22 @@ impl Tab {
     /// Presses a key (e.g. `"Enter"`, `"Tab"`) as a real key event on whatever has the focus,
     /// so default actions (focus moves, form submission) happen as for a person at a keyboard.
     pub async fn press(&self, key: &str) -> Result<(), BrowserError> {
+        let unsupported = || BrowserError::Script {
+            script: format!("press {key}"),
+            message: "unsupported key (Tab, Enter, Escape, Space, ArrowUp, ArrowDown)".into(),
+        };
+        let page = match &self.inner {
+            Inner::Cdp(page) => page,
+            Inner::Bidi { .. } => {
+                let code = webdriver_key(key).ok_or_else(unsupported)?;
+                self.bidi(
+                    "input.performActions",
+                    json!({"context": self.context(), "actions": key_actions([code.to_string()])}),
+                )
+                .await?;
+                return Ok(());
+            }
+        };
         let (code, vk, text) = match key {
             "Tab" => ("Tab", 9, None),
             "Enter" => ("Enter", 13, Some("\r")),
@@ -539,13 +814,7 @@ impl Tab {
             " " | "Space" => ("Space", 32, Some(" ")),
             "ArrowUp" => ("ArrowUp", 38, None),
             "ArrowDown" => ("ArrowDown", 40, None),
-            other => {
-                return Err(BrowserError::Script {
-                    script: format!("press {other}"),
-                    message: "unsupported key (Tab, Enter, Escape, Space, ArrowUp, ArrowDown)"
-                        .into(),
-                });
-            }
+            _ => return Err(unsupported()),
         };
         let key_name = if key == "Space" { " " } else { key };
         for kind in [DispatchKeyEventType::KeyDown, DispatchKeyEventType::KeyUp] {
@@ -562,29 +831,36 @@ impl Tab {
                 what: format!("building key event {key}"),
                 message,
             })?;
-            self.page
-                .execute(params)
+            page.execute(params)
                 .await
                 .map_err(cdp(format!("pressing {key}")))?;
         }
         Ok(())
     }
 
-    /// The focused element (key events go to it; nothing is re-focused).
-    async fn focused(&self) -> Result<chromiumoxide::Element, BrowserError> {
-        self.page
-            .find_element(":focus")
-            .await
-            .map_err(cdp("finding the focused element (is anything focused?)"))
-    }
-
-    /// Types ASCII text as key events into whatever has the focus.
+    /// Types text as key events into whatever has the focus (ASCII only for Chromium; Firefox
+    /// takes any character).
     pub async fn type_text(&self, text: &str) -> Result<(), BrowserError> {
-        self.focused()
-            .await?
-            .type_str(text)
-            .await
-            .map_err(cdp(format!("typing {} characters", text.chars().count())))?;
+        match &self.inner {
+            Inner::Cdp(page) => {
+                page.find_element(":focus")
+                    .await
+                    .map_err(cdp("finding the focused element (is anything focused?)"))?
+                    .type_str(text)
+                    .await
+                    .map_err(cdp(format!("typing {} characters", text.chars().count())))?;
+            }
+            Inner::Bidi { .. } => {
+                if text.is_empty() {
+                    return Ok(());
+                }
+                self.bidi(
+                    "input.performActions",
+                    json!({"context": self.context(), "actions": key_actions(text.chars().map(String::from))}),
+                )
+                .await?;
+            }
+        }
         Ok(())
     }
 
@@ -596,12 +872,26 @@ impl Tab {
 
     /// Resizes the viewport (CSS pixels), e.g. to check a layout on a smaller laptop screen.
     pub async fn set_viewport(&self, width: u32, height: u32) -> Result<(), BrowserError> {
-        let params =
-            SetDeviceMetricsOverrideParams::new(i64::from(width), i64::from(height), 1.0, false);
-        self.page
-            .execute(params)
-            .await
-            .map_err(cdp("Emulation.setDeviceMetricsOverride"))?;
+        match &self.inner {
+            Inner::Cdp(page) => {
+                let params = SetDeviceMetricsOverrideParams::new(
+                    i64::from(width),
+                    i64::from(height),
+                    1.0,
+                    false,
+                );
+                page.execute(params)
+                    .await
+                    .map_err(cdp("Emulation.setDeviceMetricsOverride"))?;
+            }
+            Inner::Bidi { .. } => {
+                self.bidi(
+                    "browsingContext.setViewport",
+                    json!({"context": self.context(), "viewport": {"width": width, "height": height}}),
+                )
+                .await?;
+            }
+        }
         Ok(())
     }
 
@@ -631,20 +921,42 @@ impl Tab {
             .await
     }
 
-    /// Saves a full-page PNG as `<screenshot_dir>/<name>.png` and returns its path.
+    /// Saves a full-page PNG as `<screenshot_dir>/<name>.png` (Firefox:
+    /// `firefox-<name>.png`) and returns its path.
     pub async fn screenshot(&self, name: &str) -> Result<PathBuf, BrowserError> {
         let dir = screenshot_dir();
         fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-        let path = dir.join(format!("{name}.png"));
-        let params = ScreenshotParams::builder()
-            .format(CaptureScreenshotFormat::Png)
-            .full_page(true)
-            .build();
-        let bytes = self
-            .page
-            .screenshot(params)
-            .await
-            .map_err(cdp(format!("screenshot {name}")))?;
+        let bytes = match &self.inner {
+            Inner::Cdp(page) => {
+                let params = ScreenshotParams::builder()
+                    .format(CaptureScreenshotFormat::Png)
+                    .full_page(true)
+                    .build();
+                page.screenshot(params)
+                    .await
+                    .map_err(cdp(format!("screenshot {name}")))?
+            }
+            Inner::Bidi { .. } => {
+                let shot = self
+                    .bidi(
+                        "browsingContext.captureScreenshot",
+                        json!({"context": self.context(), "origin": "document"}),
+                    )
+                    .await?;
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(shot["data"].as_str().unwrap_or_default())
+                    .map_err(|e| BrowserError::Cdp {
+                        what: format!("screenshot {name}"),
+                        message: e.to_string(),
+                    })?
+            }
+        };
+        let file = match self.engine() {
+            Engine::Chromium => format!("{name}.png"),
+            Engine::Firefox => format!("firefox-{name}.png"),
+        };
+        let path = dir.join(file);
         fs::write(&path, bytes).map_err(io(format!("writing {}", path.display())))?;
         Ok(path)
     }

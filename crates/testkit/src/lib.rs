@@ -10,6 +10,8 @@
 //! - [`dns`]: a loopback DNS server answering from the test hosts table.
 //! - [`net`]: free ports, loopback addresses, the private hosts table.
 //! - [`postgres`]: a real PostgreSQL 15 cluster in a temp dir on a free loopback port.
+//! - [`browser`], [`firefox`]: headless Chromium (DevTools) and Firefox (WebDriver BiDi) behind one
+//!   [`browser::Tab`] API, for console end-to-end tests.
 //!
 //! Everything here is synchronous; servers run on a runtime owned by this crate, so the API is
 //! usable from plain `#[test]` functions and from any tokio runtime alike.
@@ -18,6 +20,7 @@ pub mod ats;
 pub mod browser;
 pub mod client;
 pub mod dns;
+pub mod firefox;
 pub mod net;
 pub mod origin;
 pub mod parent;
