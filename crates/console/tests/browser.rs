@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use apm_testkit::browser::{Chromium, Tab};
+use apm_testkit::browser::{Browser, Engine, Tab};
 use serde_json::{Value, json};
 
 const ROOT_PASSWORD: &str = "root-password-1";
@@ -136,7 +136,32 @@ fn rule_value(i: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
+async fn a_new_user_runs_the_whole_approval_flow_in_chromium() {
+    a_new_user_runs_the_whole_approval_flow(Engine::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_user_runs_the_whole_approval_flow_in_firefox() {
+    a_new_user_runs_the_whole_approval_flow(Engine::Firefox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to_login_in_chromium()
+{
+    a_regular_user_cannot_change_anything_and_an_expired_session_returns_to_login(Engine::Chromium)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to_login_in_firefox()
+{
+    a_regular_user_cannot_change_anything_and_an_expired_session_returns_to_login(Engine::Firefox)
+        .await;
+}
+
+/// Point 9 of the console issue, as a new user would do it. The same scenario runs in each
+/// engine; Firefox's screenshots carry a `firefox-` prefix.
+async fn a_new_user_runs_the_whole_approval_flow(engine: Engine) {
     let server = Server::start(120).await;
     let root = server.login("root", ROOT_PASSWORD).await;
     let (proxy_id, agent) = server.enroll(&root, "edge-1.example", "9.2.5").await;
@@ -164,8 +189,8 @@ async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
             .await;
     }
 
-    let chromium = Chromium::launch().await.expect("chromium");
-    let tab = chromium.new_tab().await.expect("tab");
+    let browser = Browser::launch(engine).await.expect("browser");
+    let tab = browser.new_tab().await.expect("tab");
 
     // Not logged in: the console sends us to the login page.
     tab.goto(&server.url("/")).await.expect("open console");
@@ -744,8 +769,10 @@ async fn a_new_user_runs_the_whole_approval_flow_in_the_browser() {
     shot(&tab, "15-editor-1280").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to_login() {
+/// Roles, CSRF and the session lifecycle, with the keyboard.
+async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to_login(
+    engine: Engine,
+) {
     let server = Server::start(5).await;
     // Sessions die after 5 s idle here, so the test's own API calls use an API token.
     let session = server.login("root", ROOT_PASSWORD).await;
@@ -810,8 +837,8 @@ async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to
         health.status().is_success() && health.headers().get("content-security-policy").is_none()
     );
 
-    let chromium = Chromium::launch().await.expect("chromium");
-    let tab = chromium.new_tab().await.expect("tab");
+    let browser = Browser::launch(engine).await.expect("browser");
+    let tab = browser.new_tab().await.expect("tab");
     // Keyboard only: the username has the focus, Tab moves to the password, Enter submits.
     tab.goto(&server.url("/login")).await.expect("login page");
     tab.wait_for("#login-form").await.expect("login form");
