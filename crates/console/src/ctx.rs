@@ -103,6 +103,12 @@ impl FromRequestParts<Console> for Ctx {
 impl Ctx {
     /// The logged-in user, or a redirect to the login page.
     pub async fn me(&self) -> Result<User, UiError> {
+        Ok(self.whoami().await?.user)
+    }
+
+    /// The logged-in user with what the server says about the session (approval mode), or a
+    /// redirect to the login page.
+    pub async fn whoami(&self) -> Result<Me, UiError> {
         if self.token.is_none() {
             return Err(UiError::Login {
                 next: self.here.clone(),
@@ -111,7 +117,7 @@ impl Ctx {
             });
         }
         match self.api.get::<Me>("/api/v1/auth/me").await {
-            Ok(me) => Ok(me.user),
+            Ok(me) => Ok(me),
             Err(f) if f.status == StatusCode::UNAUTHORIZED => Err(UiError::Login {
                 next: self.here.clone(),
                 expired: true,

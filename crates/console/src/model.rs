@@ -54,6 +54,8 @@ pub struct User {
 pub struct Me {
     /// The user.
     pub user: User,
+    /// `self_confirm` or `four_eyes` (empty from an older server: nothing is hidden then).
+    pub approval_mode: String,
 }
 
 /// A proxy.
@@ -134,6 +136,8 @@ pub struct Version {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// User ids that created or edited this version.
+    pub editors: Vec<String>,
     /// User id.
     pub submitted_by: Option<String>,
     /// RFC 3339.
@@ -387,4 +391,67 @@ pub struct EnrollmentToken {
     pub uses: i64,
     /// Still accepted now.
     pub usable: bool,
+}
+
+/// Why `me` may not approve `pending` under the server's approval mode, as a sentence for the
+/// page; `None` when the approval may be offered. The server decides (and refuses with a 403);
+/// this only keeps the console from offering a button that cannot work.
+pub fn approval_block(
+    approval_mode: &str,
+    me: &str,
+    pending: &Version,
+    submitter_name: &str,
+) -> Option<String> {
+    let submitter = pending.submitted_by.as_deref().unwrap_or_default();
+    match approval_mode {
+        "four_eyes" if submitter == me => Some(
+            "Waiting for another approver: you submitted this version, and this server requires \
+             a second person (four-eyes approval)."
+                .into(),
+        ),
+        "four_eyes" if pending.editors.iter().any(|e| e == me) => Some(
+            "Waiting for another approver: you edited this version, and this server requires a \
+             second person (four-eyes approval)."
+                .into(),
+        ),
+        "self_confirm" if !submitter.is_empty() && submitter != me => Some(format!(
+            "Waiting for {submitter_name} to confirm: on this server the person who submitted a \
+             version confirms it."
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(submitter: &str, editors: &[&str]) -> Version {
+        Version {
+            submitted_by: Some(submitter.into()),
+            editors: editors.iter().map(|e| e.to_string()).collect(),
+            status: "pending_approval".into(),
+            ..Version::default()
+        }
+    }
+
+    #[test]
+    fn four_eyes_blocks_the_submitter_and_the_editors_only() {
+        let v = pending("ann", &["ann", "eve"]);
+        let by_ann = approval_block("four_eyes", "ann", &v, "ann").expect("submitter blocked");
+        assert!(by_ann.contains("another approver") && by_ann.contains("submitted"));
+        let by_eve = approval_block("four_eyes", "eve", &v, "ann").expect("editor blocked");
+        assert!(by_eve.contains("another approver") && by_eve.contains("edited"));
+        assert_eq!(approval_block("four_eyes", "ben", &v, "ann"), None);
+    }
+
+    #[test]
+    fn self_confirm_leaves_the_approval_to_the_submitter() {
+        let v = pending("ann", &["ann", "eve"]);
+        assert_eq!(approval_block("self_confirm", "ann", &v, "ann"), None);
+        let by_ben = approval_block("self_confirm", "ben", &v, "Ann").expect("blocked");
+        assert!(by_ben.contains("Waiting for Ann"), "{by_ben}");
+        // An unknown mode (an older server) hides nothing: the server still decides.
+        assert_eq!(approval_block("", "ben", &v, "ann"), None);
+    }
 }

@@ -18,12 +18,21 @@ struct Server {
 
 impl Server {
     async fn start(idle_timeout_secs: u64) -> Server {
+        Server::start_with(
+            idle_timeout_secs,
+            apm_server::Settings::default().approval_mode,
+        )
+        .await
+    }
+
+    async fn start_with(idle_timeout_secs: u64, approval_mode: apm_server::ApprovalMode) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = apm_server::Settings {
             listen: "127.0.0.1:0".parse().expect("addr"),
             data_dir: dir.path().join("data"),
             root_password: Some(ROOT_PASSWORD.into()),
             session_idle_timeout_secs: idle_timeout_secs,
+            approval_mode,
             log_level: "warn".into(),
             ..apm_server::Settings::default()
         };
@@ -1067,5 +1076,161 @@ async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to
         tokens.as_array().map(Vec::len),
         Some(0),
         "the expired form created nothing"
+    );
+}
+
+/// Root resets an admin's password on the Users page (the admin logs in with the new one, the
+/// old one is refused, the audit shows the change without the secret); under `four_eyes` the
+/// submitter is not offered "Approve…" and sees why, while another admin approves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_reset_and_four_eyes_approval_in_the_browser() {
+    let server = Server::start_with(120, apm_server::ApprovalMode::FourEyes).await;
+    let root = server.login("root", ROOT_PASSWORD).await;
+    for name in ["ann", "ben"] {
+        server
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/users",
+                &root,
+                Some(json!({"username": name, "password": format!("{name}-password-1"), "role": "admin"})),
+            )
+            .await;
+    }
+    let browser = Browser::launch(Engine::Chromium).await.expect("browser");
+
+    // Root resets ben's password through the console.
+    let root_tab = browser.new_tab().await.expect("root tab");
+    root_tab.goto(&server.url("/login")).await.expect("login");
+    login(&root_tab, &server, "root", ROOT_PASSWORD).await;
+    root_tab.goto(&server.url("/users")).await.expect("users");
+    root_tab
+        .click("#user-ben summary")
+        .await
+        .expect("manage ben");
+    root_tab
+        .fill("#user-ben input[name=password]", "ben-new-password-2")
+        .await
+        .expect("new password");
+    root_tab
+        .click("#user-ben button[type=submit]")
+        .await
+        .expect("reset");
+    root_tab
+        .wait_for_text("Password reset.")
+        .await
+        .expect("reset notice");
+    shot(&root_tab, "16-password-reset").await;
+
+    // Ben, in his own browser context: the old password is refused, the new one works.
+    let ben_tab = browser.new_tab().await.expect("ben tab");
+    ben_tab.goto(&server.url("/login")).await.expect("login");
+    ben_tab.fill("#username", "ben").await.expect("user");
+    ben_tab
+        .fill("#password", "ben-password-1")
+        .await
+        .expect("old password");
+    ben_tab.click("#login-submit").await.expect("submit");
+    ben_tab
+        .wait_for("#login-error")
+        .await
+        .expect("old password refused");
+    login(&ben_tab, &server, "ben", "ben-new-password-2").await;
+
+    // The audit row names the change and never carries the password or its hash.
+    root_tab
+        .goto(&server.url("/audit?action=user.update"))
+        .await
+        .expect("audit");
+    root_tab
+        .wait_for("tr[data-action='user.update']")
+        .await
+        .expect("reset row");
+    root_tab
+        .click("tr[data-action='user.update'] summary")
+        .await
+        .expect("open change");
+    let new = root_tab
+        .text("tr[data-action='user.update'] pre.new")
+        .await
+        .expect("new value");
+    assert!(new.contains("password_changed"), "{new}");
+    let row = root_tab
+        .text("tr[data-action='user.update']")
+        .await
+        .expect("row");
+    assert!(row.contains("root") && row.contains("ben"), "{row}");
+    let page_html: String = root_tab
+        .eval("document.documentElement.outerHTML")
+        .await
+        .expect("html");
+    assert!(
+        !page_html.contains("ben-new-password-2") && !page_html.contains("$argon2"),
+        "no secret on the audit page"
+    );
+
+    // Four eyes: ann creates and submits a config; she is told to wait for another approver.
+    let ann_tab = browser.new_tab().await.expect("ann tab");
+    ann_tab.goto(&server.url("/login")).await.expect("login");
+    login(&ann_tab, &server, "ann", "ann-password-1").await;
+    ann_tab
+        .goto(&server.url("/configs/new"))
+        .await
+        .expect("new config");
+    ann_tab.fill("#name", "four-eyes").await.expect("name");
+    ann_tab.click("#create-config").await.expect("create");
+    ann_tab.wait_for("#editor").await.expect("editor");
+    ann_tab.click("#save-draft").await.expect("save");
+    ann_tab.wait_for_text("Draft saved").await.expect("saved");
+    ann_tab.click("#submit-approval").await.expect("submit");
+    ann_tab
+        .wait_for("#approve-waiting")
+        .await
+        .expect("waiting note");
+    assert_eq!(
+        ann_tab.text("#config-status").await.expect("status"),
+        "Pending approval"
+    );
+    assert!(
+        !ann_tab.exists("#approve-start").await.expect("query"),
+        "the submitter is not offered Approve…"
+    );
+    assert!(
+        ann_tab
+            .text("#approve-waiting")
+            .await
+            .expect("why")
+            .contains("Waiting for another approver")
+    );
+    shot(&ann_tab, "17-four-eyes-waiting").await;
+    // Forcing the confirmation page shows the same reason and no form.
+    let config_url = ann_tab.url().await;
+    let config_path = config_url
+        .split_once("/configs/")
+        .map(|(_, rest)| format!("/configs/{}", rest.split(['?', '#']).next().unwrap_or(rest)))
+        .expect("config path");
+    ann_tab
+        .goto(&server.url(&format!("{config_path}/approve")))
+        .await
+        .expect("forced approve page");
+    ann_tab
+        .wait_for("#approve-waiting")
+        .await
+        .expect("reason on the confirmation page");
+    assert!(!ann_tab.exists("#approve-form").await.expect("query"));
+
+    // Ben (another admin) is offered the approval and approves with the confirmation.
+    ben_tab
+        .goto(&server.url(&config_path))
+        .await
+        .expect("config page");
+    ben_tab.wait_for("#config-status").await.expect("page");
+    assert!(!ben_tab.exists("#approve-waiting").await.expect("query"));
+    ben_tab.click("#approve-start").await.expect("approve…");
+    ben_tab.click("#approve-confirm").await.expect("tick");
+    ben_tab.click("#approve-submit").await.expect("confirm");
+    ben_tab.wait_for_text("Approved").await.expect("approved");
+    assert_eq!(
+        ben_tab.text("#config-status").await.expect("status"),
+        "Active"
     );
 }

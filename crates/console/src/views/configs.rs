@@ -16,7 +16,7 @@ use crate::ctx::{Chrome, Ctx, Posted, UiError, page, require_admin, see_other};
 use crate::editor::{
     EditorForm, ErrorMap, FAILOVER_POLICIES, FieldError, MATCH_KINDS, field_id, place_errors,
 };
-use crate::model::{Config, ConfigDetail, Diff, Proxy, User, Version};
+use crate::model::{Config, ConfigDetail, Diff, Me, Proxy, User, Version, approval_block};
 use crate::views::{DiffLine, diff_lines, short_hash, when};
 
 /// User id → name (ids when the list is not readable).
@@ -202,6 +202,24 @@ struct ShowPage {
     rules: Vec<(usize, String, String, String, String)>,
     parents: String,
     failover: String,
+    /// Why the caller may not approve the pending version (empty: they may).
+    approve_block: String,
+}
+
+/// [`approval_block`] for the caller and a config's pending version, if any.
+fn approve_block_of(me: &Me, d: &ConfigDetail, names: &HashMap<String, String>) -> String {
+    d.working
+        .as_ref()
+        .filter(|w| w.status == "pending_approval")
+        .and_then(|w| {
+            approval_block(
+                &me.approval_mode,
+                &me.user.id,
+                w,
+                &name_of(names, w.submitted_by.as_deref()),
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn version_row(v: &Version, names: &HashMap<String, String>) -> VersionRow {
@@ -283,7 +301,8 @@ pub async fn show(
     Path(id): Path<String>,
     Query(mq): Query<MsgQuery>,
 ) -> Result<Response, UiError> {
-    let me = ctx.me().await?;
+    let who = ctx.whoami().await?;
+    let me = who.user.clone();
     let d: ConfigDetail = ctx.api.get(&format!("/api/v1/configs/{}", q(&id))).await?;
     let proxies: Vec<Proxy> = ctx.api.get("/api/v1/proxies").await?;
     let configs: Vec<Config> = ctx.api.get("/api/v1/configs").await?;
@@ -376,6 +395,7 @@ pub async fn show(
         rules,
         parents,
         failover,
+        approve_block: approve_block_of(&who, &d, &names),
         d,
     })
 }
@@ -687,14 +707,11 @@ struct ApprovePage {
     error: String,
     rules: Vec<(usize, String, String, String)>,
     parents: String,
+    /// Why the caller may not approve (empty: they may); the form is then not offered.
+    blocked: String,
 }
 
-async fn approve_page(
-    ctx: &Ctx,
-    user: &User,
-    id: &str,
-    error: String,
-) -> Result<Response, UiError> {
+async fn approve_page(ctx: &Ctx, who: &Me, id: &str, error: String) -> Result<Response, UiError> {
     let d: ConfigDetail = ctx.api.get(&format!("/api/v1/configs/{}", q(id))).await?;
     let Some(pending) = d.working.clone().filter(|w| w.status == "pending_approval") else {
         return Err(UiError::Api(ApiFailure {
@@ -749,8 +766,10 @@ async fn approve_page(
         .map(|p| format!("{}:{}", p.host, p.port))
         .collect::<Vec<_>>()
         .join(" → ");
+    let blocked = approve_block_of(who, &d, &names);
     let mut response = page(&ApprovePage {
-        c: ctx.chrome(user, "configs"),
+        c: ctx.chrome(&who.user, "configs"),
+        blocked,
         rules,
         parents,
         submitted: match (&pending.submitted_by, &pending.submitted_at) {
@@ -773,18 +792,18 @@ async fn approve_page(
 
 /// `GET /configs/{id}/approve`: the confirmation page (step two of two).
 pub async fn approve_form(ctx: Ctx, Path(id): Path<String>) -> Result<Response, UiError> {
-    let me = ctx.me().await?;
-    require_admin(&me)?;
-    approve_page(&ctx, &me, &id, String::new()).await
+    let who = ctx.whoami().await?;
+    require_admin(&who.user)?;
+    approve_page(&ctx, &who, &id, String::new()).await
 }
 
 /// `POST /configs/{id}/approve`: only with the explicit confirmation ticked.
 pub async fn approve(Path(id): Path<String>, form: Posted) -> Result<Response, UiError> {
     if form.get("confirm") != "yes" {
-        let me = form.ctx.me().await?;
+        let who = form.ctx.whoami().await?;
         return approve_page(
             &form.ctx,
-            &me,
+            &who,
             &id,
             "Tick the confirmation box to approve: approval starts distributing this version to every assigned proxy.".into(),
         )

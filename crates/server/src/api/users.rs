@@ -482,6 +482,9 @@ pub struct MeResponse {
     pub user: UserView,
     /// `session` or `api_token`.
     pub auth: String,
+    /// How this server approves configs (`self_confirm` or `four_eyes`), so a client can tell
+    /// who may approve a pending version before trying.
+    pub approval_mode: String,
 }
 
 /// Who am I.
@@ -498,6 +501,7 @@ async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<MeR
             AuthKind::Session { .. } => "session".into(),
             AuthKind::ApiToken { .. } => "api_token".into(),
         },
+        approval_mode: state.settings.approval_mode.as_str().to_string(),
     }))
 }
 
