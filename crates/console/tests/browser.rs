@@ -776,6 +776,28 @@ async fn a_new_user_runs_the_whole_approval_flow(engine: Engine) {
         .expect("overflow");
     assert!(!overflow, "no horizontal scrolling at 1280 px");
     shot(&tab, "15-editor-1280").await;
+
+    // The common laptop screen, 1366×768: the main pages fit without sideways scrolling.
+    tab.set_viewport(1366, 768).await.expect("viewport");
+    for (path, ready, name) in [
+        ("/".to_string(), "#stat-online", "18-dashboard-1366"),
+        (
+            format!("/configs/{config_id}"),
+            "#config-status",
+            "19-config-1366",
+        ),
+        ("/proxies".to_string(), "#proxies-table", "20-proxies-1366"),
+        ("/audit".to_string(), "#audit-table", "21-audit-1366"),
+    ] {
+        tab.goto(&server.url(&path)).await.expect("page");
+        tab.wait_for(ready).await.expect("page ready");
+        let overflow: bool = tab
+            .eval("document.documentElement.scrollWidth > window.innerWidth")
+            .await
+            .expect("overflow");
+        assert!(!overflow, "no horizontal scrolling at 1366 px on {path}");
+        shot(&tab, name).await;
+    }
 }
 
 /// Roles, CSRF and the session lifecycle, with the keyboard.
@@ -1111,6 +1133,7 @@ async fn password_reset_and_four_eyes_approval_in_the_browser() {
         .fill("#user-ben input[name=password]", "ben-new-password-2")
         .await
         .expect("new password");
+    shot(&root_tab, "16-password-reset").await;
     root_tab
         .click("#user-ben button[type=submit]")
         .await
@@ -1119,7 +1142,6 @@ async fn password_reset_and_four_eyes_approval_in_the_browser() {
         .wait_for_text("Password reset.")
         .await
         .expect("reset notice");
-    shot(&root_tab, "16-password-reset").await;
 
     // Ben, in his own browser context: the old password is refused, the new one works.
     let ben_tab = browser.new_tab().await.expect("ben tab");

@@ -937,12 +937,23 @@ impl Tab {
                     .map_err(cdp(format!("screenshot {name}")))?
             }
             Inner::Bidi { .. } => {
+                // Like Chromium's full-page capture: the viewport grows to the whole page for
+                // the shot, so sticky bars sit where they belong instead of where the page
+                // happened to be scrolled.
+                let (width, height): (u32, u32) =
+                    self.eval("[window.innerWidth, window.innerHeight]").await?;
+                let full: u32 = self
+                    .eval("Math.max(document.documentElement.scrollHeight, document.body ? document.body.scrollHeight : 0)")
+                    .await?;
+                self.set_viewport(width, full.max(height)).await?;
                 let shot = self
                     .bidi(
                         "browsingContext.captureScreenshot",
-                        json!({"context": self.context(), "origin": "document"}),
+                        json!({"context": self.context(), "origin": "viewport"}),
                     )
-                    .await?;
+                    .await;
+                self.set_viewport(width, height).await?;
+                let shot = shot?;
                 use base64::Engine as _;
                 base64::engine::general_purpose::STANDARD
                     .decode(shot["data"].as_str().unwrap_or_default())

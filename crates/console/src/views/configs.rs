@@ -382,8 +382,16 @@ pub async fn show(
         form.failover.per_parent_connect_attempts,
         form.failover.connect_timeout_s
     );
+    let approve_block = approve_block_of(&who, &d, &names);
+    // The generic "approve it" hint would be wrong for someone who may not approve.
+    let notice = match (mq.msg.as_str(), approve_block.is_empty()) {
+        ("submitted", false) => {
+            "Submitted for approval. On this server another admin approves it (four-eyes rule)."
+        }
+        (msg, _) => flash(msg),
+    };
     page(&ShowPage {
-        c: ctx.chrome(&me, "configs").with_flash(flash(&mq.msg)),
+        c: ctx.chrome(&me, "configs").with_flash(notice),
         status_label: status_label(&d.config.status),
         working: d.working.as_ref().map(|v| version_row(v, &names)),
         active: d.active.as_ref().map(|v| version_row(v, &names)),
@@ -395,7 +403,7 @@ pub async fn show(
         rules,
         parents,
         failover,
-        approve_block: approve_block_of(&who, &d, &names),
+        approve_block,
         d,
     })
 }
