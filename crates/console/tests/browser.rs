@@ -139,6 +139,30 @@ async fn logout(tab: &Tab) {
     tab.wait_for("#login-form").await.expect("back at login");
 }
 
+/// Presses Tab until `selector` has the focus, as a keyboard user would, checking on every stop
+/// that the focused control shows a visible focus ring. Bounded, so a control that the keyboard
+/// cannot reach fails the test.
+async fn tab_to(tab: &Tab, selector: &str) {
+    for _ in 0..80 {
+        tab.press("Tab").await.expect("tab");
+        let (matched, visible, what): (bool, bool, String) = tab
+            .eval(&format!(
+                "(() => {{ const e = document.activeElement; if (!e || e === document.body) return [false, true, 'body']; \
+                 const s = getComputedStyle(e); \
+                 const ring = s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2; \
+                 return [e.matches({sel}), ring, e.outerHTML.slice(0, 80) + ' (outline: ' + s.outlineStyle + ' ' + s.outlineWidth + ', focus-visible: ' + e.matches(':focus-visible') + ')']; }})()",
+                sel = serde_json::to_string(selector).expect("json")
+            ))
+            .await
+            .expect("focus state");
+        assert!(visible, "focus is not visible on {what}");
+        if matched {
+            return;
+        }
+    }
+    panic!("{selector} is not reachable with Tab");
+}
+
 /// The value of the field the editor shows for a rule.
 fn rule_value(i: usize) -> String {
     format!("#f-rules-{i}-value")
@@ -1105,7 +1129,16 @@ async fn a_regular_user_cannot_change_anything_and_an_expired_session_returns_to
 /// old one is refused, the audit shows the change without the secret); under `four_eyes` the
 /// submitter is not offered "Approve…" and sees why, while another admin approves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn password_reset_and_four_eyes_approval_in_the_browser() {
+async fn password_reset_and_four_eyes_approval_in_chromium() {
+    password_reset_and_four_eyes_approval(Engine::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_reset_and_four_eyes_approval_in_firefox() {
+    password_reset_and_four_eyes_approval(Engine::Firefox).await;
+}
+
+async fn password_reset_and_four_eyes_approval(engine: Engine) {
     let server = Server::start_with(120, apm_server::ApprovalMode::FourEyes).await;
     let root = server.login("root", ROOT_PASSWORD).await;
     for name in ["ann", "ben"] {
@@ -1118,7 +1151,7 @@ async fn password_reset_and_four_eyes_approval_in_the_browser() {
             )
             .await;
     }
-    let browser = Browser::launch(Engine::Chromium).await.expect("browser");
+    let browser = Browser::launch(engine).await.expect("browser");
 
     // Root resets ben's password through the console.
     let root_tab = browser.new_tab().await.expect("root tab");
@@ -1247,9 +1280,17 @@ async fn password_reset_and_four_eyes_approval_in_the_browser() {
         .expect("config page");
     ben_tab.wait_for("#config-status").await.expect("page");
     assert!(!ben_tab.exists("#approve-waiting").await.expect("query"));
-    ben_tab.click("#approve-start").await.expect("approve…");
-    ben_tab.click("#approve-confirm").await.expect("tick");
-    ben_tab.click("#approve-submit").await.expect("confirm");
+    // Keyboard only, with the focus visible at every stop.
+    tab_to(&ben_tab, "#approve-start").await;
+    ben_tab.press("Enter").await.expect("open approval");
+    ben_tab
+        .wait_for("#approve-form")
+        .await
+        .expect("confirmation page");
+    tab_to(&ben_tab, "#approve-confirm").await;
+    ben_tab.press("Space").await.expect("tick");
+    tab_to(&ben_tab, "#approve-submit").await;
+    ben_tab.press("Enter").await.expect("confirm");
     ben_tab.wait_for_text("Approved").await.expect("approved");
     assert_eq!(
         ben_tab.text("#config-status").await.expect("status"),

@@ -282,6 +282,7 @@ impl Chromium {
             .map_err(cdp("Target.createTarget"))?;
         Ok(Tab {
             inner: Inner::Cdp(page),
+            viewport: std::sync::Mutex::new(None),
         })
     }
 
@@ -415,6 +416,7 @@ impl Browser {
                     context: f.new_context().await?,
                     bidi: f.bidi.clone(),
                 },
+                viewport: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -439,6 +441,9 @@ impl Browser {
 /// One browser tab.
 pub struct Tab {
     inner: Inner,
+    /// The viewport the test asked for, re-applied after Chromium's full-page capture (which
+    /// resets the device metrics to the launch size).
+    viewport: std::sync::Mutex<Option<(u32, u32)>>,
 }
 
 enum Inner {
@@ -497,6 +502,17 @@ impl Tab {
             Inner::Bidi { context, .. } => context,
             Inner::Cdp(_) => "",
         }
+    }
+
+    /// Brings a Firefox tab to the front: only the selected tab's document has the focus, and
+    /// without it key events still arrive but `:focus-visible` (the focus ring) never matches.
+    async fn activate(&self) -> Result<(), BrowserError> {
+        self.bidi(
+            "browsingContext.activate",
+            json!({"context": self.context()}),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Navigates and waits for the load.
@@ -799,6 +815,7 @@ impl Tab {
             Inner::Cdp(page) => page,
             Inner::Bidi { .. } => {
                 let code = webdriver_key(key).ok_or_else(unsupported)?;
+                self.activate().await?;
                 self.bidi(
                     "input.performActions",
                     json!({"context": self.context(), "actions": key_actions([code.to_string()])}),
@@ -854,6 +871,7 @@ impl Tab {
                 if text.is_empty() {
                     return Ok(());
                 }
+                self.activate().await?;
                 self.bidi(
                     "input.performActions",
                     json!({"context": self.context(), "actions": key_actions(text.chars().map(String::from))}),
@@ -872,6 +890,11 @@ impl Tab {
 
     /// Resizes the viewport (CSS pixels), e.g. to check a layout on a smaller laptop screen.
     pub async fn set_viewport(&self, width: u32, height: u32) -> Result<(), BrowserError> {
+        *self.viewport.lock().unwrap_or_else(|e| e.into_inner()) = Some((width, height));
+        self.apply_viewport(width, height).await
+    }
+
+    async fn apply_viewport(&self, width: u32, height: u32) -> Result<(), BrowserError> {
         match &self.inner {
             Inner::Cdp(page) => {
                 let params = SetDeviceMetricsOverrideParams::new(
@@ -932,9 +955,15 @@ impl Tab {
                     .format(CaptureScreenshotFormat::Png)
                     .full_page(true)
                     .build();
-                page.screenshot(params)
+                let bytes = page
+                    .screenshot(params)
                     .await
-                    .map_err(cdp(format!("screenshot {name}")))?
+                    .map_err(cdp(format!("screenshot {name}")))?;
+                let asked = *self.viewport.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((width, height)) = asked {
+                    self.apply_viewport(width, height).await?;
+                }
+                bytes
             }
             Inner::Bidi { .. } => {
                 // Like Chromium's full-page capture: the viewport grows to the whole page for
@@ -945,14 +974,14 @@ impl Tab {
                 let full: u32 = self
                     .eval("Math.max(document.documentElement.scrollHeight, document.body ? document.body.scrollHeight : 0)")
                     .await?;
-                self.set_viewport(width, full.max(height)).await?;
+                self.apply_viewport(width, full.max(height)).await?;
                 let shot = self
                     .bidi(
                         "browsingContext.captureScreenshot",
                         json!({"context": self.context(), "origin": "viewport"}),
                     )
                     .await;
-                self.set_viewport(width, height).await?;
+                self.apply_viewport(width, height).await?;
                 let shot = shot?;
                 use base64::Engine as _;
                 base64::engine::general_purpose::STANDARD

@@ -327,6 +327,11 @@ pub async fn show(
         .map(|r| {
             let sync = match by_id.get(r.id.as_str()) {
                 Some(p) if p.in_sync => "in sync".to_string(),
+                Some(p) if p.desired_hash.is_some() && p.last_error.is_some() => format!(
+                    "apply failed (runs {}): {}",
+                    short_hash(p.applied_hash.as_deref()),
+                    p.last_error.as_deref().unwrap_or_default()
+                ),
                 Some(p) if p.desired_hash.is_some() => {
                     format!("applying (runs {})", short_hash(p.applied_hash.as_deref()))
                 }
