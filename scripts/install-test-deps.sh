@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite drives for real:
-# Apache Traffic Server (Debian's trafficserver), PostgreSQL, Chromium, a JRE for WireMock.
+# Apache Traffic Server (Debian's trafficserver), PostgreSQL, Chromium and Firefox ESR (the
+# console's browser tests; Firefox is driven over WebDriver BiDi, so no geckodriver), a JRE for
+# WireMock.
 set -euo pipefail
 
-packages=(trafficserver openjdk-17-jre-headless postgresql chromium)
+packages=(trafficserver openjdk-17-jre-headless postgresql chromium firefox-esr)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
