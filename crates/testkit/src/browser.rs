@@ -376,8 +376,8 @@ impl Engine {
 
 /// A running browser of either engine. Dropping it kills the browser's process group.
 pub enum Browser {
-    /// Chromium over CDP.
-    Chromium(Chromium),
+    /// Chromium over CDP (boxed: its connection state is large).
+    Chromium(Box<Chromium>),
     /// Firefox over WebDriver BiDi.
     Firefox(Firefox),
 }
@@ -386,7 +386,7 @@ impl Browser {
     /// Starts the browser of `engine`. Must be called inside a tokio runtime.
     pub async fn launch(engine: Engine) -> Result<Browser, BrowserError> {
         Ok(match engine {
-            Engine::Chromium => Browser::Chromium(Chromium::launch().await?),
+            Engine::Chromium => Browser::Chromium(Box::new(Chromium::launch().await?)),
             Engine::Firefox => Browser::Firefox(Firefox::launch().await?),
         })
     }
