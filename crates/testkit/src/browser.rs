@@ -313,8 +313,9 @@ pub(crate) fn spawn_watchdog(pid: u32, dir: &Path, marker: &str) -> Option<Child
             "-c",
             // A dead test process may linger as a zombie, which `kill -0` still finds.
             // After killing the browser, the profile the test could not remove goes too.
+            // No `--` before the group: dash's `kill` (Debian's /bin/sh) rejects it.
             "while [ -d /proc/$1 ] && ! grep -q '^[0-9]* (.*) Z' /proc/$1/stat 2>/dev/null; do sleep 1; done; \
-             kill -KILL -- -\"$2\" 2>/dev/null; sleep 1; \
+             kill -KILL -\"$2\" 2>/dev/null; sleep 1; \
              case \"$3\" in */\"$4\"*) rm -rf -- \"$3\" ;; esac",
             "apm-browser-watchdog",
             &std::process::id().to_string(),
