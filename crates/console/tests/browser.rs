@@ -661,6 +661,13 @@ async fn a_new_user_runs_the_whole_approval_flow(engine: Engine) {
             .expect("row")
             .contains("alice")
     );
+    // The opened values wrap inside the table's card: nothing is cut off at the right edge.
+    let clipped: bool = tab
+        .eval("(() => { const edge = document.querySelector('#audit-table').parentElement.getBoundingClientRect().right; \
+               return [...document.querySelectorAll('#audit-table pre, #audit-table td')].some(e => e.getBoundingClientRect().right > edge + 1); })()")
+        .await
+        .expect("audit width");
+    assert!(!clipped, "the audit table is wider than its card");
     shot(&tab, "09-audit").await;
 
     // Restore v1 as a new draft (v2), add a rule and move it up, then history and diff.
