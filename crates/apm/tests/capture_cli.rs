@@ -154,12 +154,25 @@ fn ingest_serve_and_load_through_the_binary() {
             "--replace",
             "--wiremock",
             &url,
-            "--mappings",
+            "--metrics-file",
         ])
+        .arg(envoy_out.path().join("loader.prom"))
+        .arg("--mappings")
         .arg(envoy_out.path())
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The loader's metrics, request durations included, in the textfile format.
+    let prom = std::fs::read_to_string(envoy_out.path().join("loader.prom")).unwrap();
+    for line in [
+        "# TYPE wiremock_loader_wiremock_requests_duration_seconds histogram",
+        "wiremock_loader_wiremock_requests_duration_seconds_count{operation=\"backup\"} 1",
+        "wiremock_loader_wiremock_requests_duration_seconds_count{operation=\"delete\"} 1",
+        "wiremock_loader_wiremock_requests_duration_seconds_bucket{operation=\"import\",le=\"+Inf\"} 1",
+        "wiremock_loader_requests_total{operation=\"import\"} 1",
+    ] {
+        assert!(prom.contains(line), "{line} in {prom}");
+    }
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
         (r["loaded"].as_u64(), r["backed_up"].as_u64()),
@@ -227,6 +240,182 @@ fn record_then_serve_through_the_binary() {
         out.path().to_str().unwrap(),
     ]);
     for (p, (status, body)) in ["/a/1", "/b?x=1"].iter().zip(&seen) {
+        let (s, b) = get(&format!("{mock}{p}"));
+        assert_eq!(s, *status);
+        let want: serde_json::Value =
+            serde_json::from_str(&body.replace("ana@example.com", "SANITIZED_EMAIL")).unwrap();
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&b).unwrap(), want);
+    }
+}
+
+/// A loopback TLS origin with a certificate made for this test (self-signed, for 127.0.0.1):
+/// answers every request with a JSON body naming the path and holding an email. Returns the
+/// https URL and the certificate as PEM. Bounded to 50 connections.
+fn tls_origin() -> (String, String) {
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let pem = key.cert.pem();
+    let cert = key.cert.der().clone();
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], private)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            for _ in 0..50 {
+                let Ok((tcp, _)) = l.accept().await else { continue };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that does not trust the certificate fails the handshake here.
+                    let Ok(mut s) = acceptor.accept(tcp).await else { return };
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf);
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let body =
+                        format!(r#"{{"path":"{path}","owner":"ana@example.com","tls":true}}"#);
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+    });
+    (format!("https://{addr}"), pem)
+}
+
+fn wait_exit(p: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "record did not stop after --duration"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn record_https_target_trusted_through_target_ca_then_serve() {
+    let (target, pem) = tls_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("origin-ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+
+    // Without --target-ca the certificate is not trusted: the request fails, nothing is
+    // recorded (there is no insecure mode to fall back to).
+    let untrusted = dir.path().join("untrusted");
+    let (mut rec, url) = start(&[
+        "capture",
+        "record",
+        "--listen",
+        "127.0.0.1:0",
+        "--duration",
+        "2s",
+        "--target",
+        &target,
+        "--out",
+        untrusted.to_str().unwrap(),
+    ]);
+    let (status, body) = get(&format!("{url}/secure/1"));
+    assert_eq!(status, 502, "{body}");
+    assert!(!body.contains("ana@example.com"));
+    wait_exit(&mut rec);
+    let recorded = std::fs::read_dir(untrusted.join("mappings"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(recorded, 0, "a failed exchange is not recorded");
+
+    // A file that holds no certificate is refused up front, naming the file.
+    let bogus = dir.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate\n").unwrap();
+    let o = Command::new(APM)
+        .args([
+            "capture",
+            "record",
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            &target,
+        ])
+        .arg("--target-ca")
+        .arg(&bogus)
+        .arg("--out")
+        .arg(dir.path().join("never"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--target-ca") && err.contains("bogus.pem"),
+        "{err}"
+    );
+
+    // With the origin's certificate trusted: recorded over TLS, then replayed by mock serve.
+    let out = dir.path().join("trusted");
+    let (mut rec, url) = start(&[
+        "capture",
+        "record",
+        "--listen",
+        "127.0.0.1:0",
+        "--duration",
+        "3s",
+        "--target",
+        &target,
+        "--target-ca",
+        ca.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let mut seen = Vec::new();
+    for p in ["/secure/1", "/secure/2?x=1"] {
+        seen.push(get(&format!("{url}{p}")));
+    }
+    assert_eq!(seen[0].0, 200, "{}", seen[0].1);
+    assert!(seen[0].1.contains("\"tls\":true") && seen[0].1.contains("ana@example.com"));
+    wait_exit(&mut rec);
+    let files: Vec<PathBuf> = std::fs::read_dir(out.join("mappings"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2);
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(!text.contains("ana@example.com"), "{text}");
+    }
+    let (_serve, mock) = start(&[
+        "mock",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--duration",
+        "60s",
+        "--mappings",
+        out.to_str().unwrap(),
+    ]);
+    for (p, (status, body)) in ["/secure/1", "/secure/2?x=1"].iter().zip(&seen) {
         let (s, b) = get(&format!("{mock}{p}"));
         assert_eq!(s, *status);
         let want: serde_json::Value =

@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::sanitize::{BodyContent, SanitizedExchange};
 
-/// Default number of bytes of the (canonical) body that enter the key.
+/// Default number of bytes of the (sanitized) body that enter the key.
 pub const DEFAULT_BODY_PREFIX: usize = 1024;
 /// Default LRU capacity.
 pub const DEFAULT_CAPACITY: usize = 10_000;
@@ -64,9 +63,11 @@ fn field(h: &mut Sha256, bytes: &[u8]) {
     h.update(bytes);
 }
 
-/// The dedupe key of a sanitized exchange. Fields are length-prefixed so different splits
-/// of the same bytes never collide; JSON bodies are canonicalised (sorted keys, compact) so
-/// key order does not matter.
+/// The dedupe key of a sanitized exchange: SHA-256 over the method, the path, the query
+/// parameters sorted, and the first `body_prefix` bytes of the body, all after sanitization.
+/// Fields are length-prefixed so different splits of the same bytes never collide. A JSON
+/// body enters as the sanitizer wrote it: compact (whitespace never changes the key), members
+/// in the order the client sent them.
 pub fn dedupe_key(ex: &SanitizedExchange, body_prefix: usize) -> DedupeKey {
     let mut h = Sha256::new();
     field(&mut h, ex.method().as_bytes());
@@ -78,65 +79,14 @@ pub fn dedupe_key(ex: &SanitizedExchange, body_prefix: usize) -> DedupeKey {
         field(&mut h, k.as_bytes());
         field(&mut h, v.as_bytes());
     }
-    let canonical;
     let body: &[u8] = match &ex.request_body().content {
         BodyContent::Empty => b"",
-        BodyContent::Json(v) => {
-            canonical = canonical_json(v);
-            &canonical
-        }
+        BodyContent::Json(j) => j.as_bytes(),
         BodyContent::Text(t) => t.as_bytes(),
         BodyContent::Binary(b) => b,
     };
     field(&mut h, &body[..body.len().min(body_prefix)]);
     DedupeKey(h.finalize().into())
-}
-
-/// Compact JSON with object keys sorted, independent of serde_json's map ordering feature.
-pub fn canonical_json(v: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    write_canonical(v, &mut out);
-    out
-}
-
-fn write_canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(k, out);
-                out.push(b':');
-                if let Some(v) = m.get(*k) {
-                    write_canonical(v, out);
-                }
-            }
-            out.push(b'}');
-        }
-        Value::Array(a) => {
-            out.push(b'[');
-            for (i, v) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(b']');
-        }
-        Value::String(s) => write_string(s, out),
-        other => {
-            let _ = serde_json::to_writer(&mut *out, other);
-        }
-    }
-}
-
-fn write_string(s: &str, out: &mut Vec<u8>) {
-    // serde_json's string escaping, written straight into the buffer.
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 const NIL: usize = usize::MAX;
@@ -255,16 +205,6 @@ mod tests {
         assert!(lru.seen(k(1)));
         assert!(!lru.seen(k(2)), "2 was evicted");
         assert_eq!(lru.len(), 2);
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_depth() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[1,{"z":1,"y":"é\""}],"c":null}}"#)
-            .expect("json");
-        assert_eq!(
-            String::from_utf8(canonical_json(&a)).expect("utf8"),
-            r#"{"a":{"c":null,"d":[1,{"y":"é\"","z":1}]},"b":1}"#
-        );
     }
 
     #[test]

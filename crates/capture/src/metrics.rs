@@ -1,4 +1,4 @@
-//! A small Prometheus text-format registry of labelled counters and gauges.
+//! A small Prometheus text-format registry of labelled counters, gauges and histograms.
 //!
 //! Deliberately not a process-global recorder: each pipeline or server owns one, so tests can
 //! run several side by side and read exact values.
@@ -13,15 +13,48 @@ pub enum MetricKind {
     Counter,
     /// Value that goes up and down.
     Gauge,
+    /// Observations counted into cumulative buckets, with their sum and count.
+    Histogram,
+}
+
+type Labels = Vec<(String, String)>;
+
+/// One labelled histogram series: per-bucket counts (not cumulative), sum and count.
+#[derive(Clone, Debug, Default)]
+struct Hist {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
 }
 
 struct Family {
     help: &'static str,
     kind: MetricKind,
-    series: BTreeMap<Vec<(String, String)>, f64>,
+    series: BTreeMap<Labels, f64>,
+    /// Upper bounds of a histogram's buckets (ascending; `+Inf` is implied).
+    bounds: &'static [f64],
+    hists: BTreeMap<Labels, Hist>,
 }
 
-/// Labelled counters and gauges, rendered in the Prometheus text format.
+impl Family {
+    fn new(kind: MetricKind, help: &'static str) -> Self {
+        Family {
+            help,
+            kind,
+            series: BTreeMap::new(),
+            bounds: &[],
+            hists: BTreeMap::new(),
+        }
+    }
+}
+
+fn labels(l: &[(&str, &str)]) -> Labels {
+    l.iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+/// Labelled counters, gauges and histograms, rendered in the Prometheus text format.
 #[derive(Default)]
 pub struct Registry {
     families: BTreeMap<&'static str, Family>,
@@ -35,24 +68,59 @@ impl Registry {
 
     /// Declares a metric so it is rendered (with HELP/TYPE) even before it has values.
     pub fn describe(&mut self, name: &'static str, kind: MetricKind, help: &'static str) {
-        self.families.entry(name).or_insert(Family {
-            help,
-            kind,
-            series: BTreeMap::new(),
-        });
+        self.families
+            .entry(name)
+            .or_insert_with(|| Family::new(kind, help));
     }
 
-    fn series(&mut self, name: &'static str, labels: &[(&str, &str)]) -> &mut f64 {
-        let family = self.families.entry(name).or_insert(Family {
-            help: "",
-            kind: MetricKind::Counter,
-            series: BTreeMap::new(),
+    /// Declares a histogram with these bucket upper bounds (ascending; `+Inf` is added).
+    pub fn describe_histogram(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        bounds: &'static [f64],
+    ) {
+        let f = self
+            .families
+            .entry(name)
+            .or_insert_with(|| Family::new(MetricKind::Histogram, help));
+        f.kind = MetricKind::Histogram;
+        f.bounds = bounds;
+    }
+
+    /// Records one observation in a histogram declared with [`Self::describe_histogram`]
+    /// (an undeclared one gets a single `+Inf` bucket).
+    pub fn observe(&mut self, name: &'static str, labels_: &[(&str, &str)], value: f64) {
+        let f = self
+            .families
+            .entry(name)
+            .or_insert_with(|| Family::new(MetricKind::Histogram, ""));
+        let n = f.bounds.len();
+        let slot = f.bounds.iter().position(|b| value <= *b).unwrap_or(n);
+        let h = f.hists.entry(labels(labels_)).or_insert_with(|| Hist {
+            buckets: vec![0; n + 1],
+            ..Hist::default()
         });
-        let key = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect();
-        family.series.entry(key).or_insert(0.0)
+        h.buckets[slot] += 1;
+        h.sum += value;
+        h.count += 1;
+    }
+
+    /// Number of observations in a histogram series (0 when absent).
+    pub fn histogram_count(&self, name: &str, labels_: &[(&str, &str)]) -> u64 {
+        let key = labels(labels_);
+        self.families
+            .get(name)
+            .and_then(|f| f.hists.get(&key))
+            .map_or(0, |h| h.count)
+    }
+
+    fn series(&mut self, name: &'static str, labels_: &[(&str, &str)]) -> &mut f64 {
+        let family = self
+            .families
+            .entry(name)
+            .or_insert_with(|| Family::new(MetricKind::Counter, ""));
+        family.series.entry(labels(labels_)).or_insert(0.0)
     }
 
     /// Adds `by` to a counter.
@@ -90,25 +158,53 @@ impl Registry {
             let kind = match f.kind {
                 MetricKind::Counter => "counter",
                 MetricKind::Gauge => "gauge",
+                MetricKind::Histogram => "histogram",
             };
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for (labels, value) in &f.series {
-                out.push_str(name);
-                if !labels.is_empty() {
-                    out.push('{');
-                    for (i, (k, v)) in labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        let _ = write!(out, "{k}=\"{}\"", escape(v));
-                    }
-                    out.push('}');
+                sample(&mut out, name, "", labels, None, *value);
+            }
+            for (labels, h) in &f.hists {
+                let mut cumulative = 0;
+                for (i, n) in h.buckets.iter().enumerate() {
+                    cumulative += n;
+                    let le = f
+                        .bounds
+                        .get(i)
+                        .map_or_else(|| "+Inf".to_string(), f64::to_string);
+                    sample(
+                        &mut out,
+                        name,
+                        "_bucket",
+                        labels,
+                        Some(&le),
+                        cumulative as f64,
+                    );
                 }
-                let _ = writeln!(out, " {value}");
+                sample(&mut out, name, "_sum", labels, None, h.sum);
+                sample(&mut out, name, "_count", labels, None, h.count as f64);
             }
         }
         out
     }
+}
+
+/// One sample line; `le` is appended as the last label (histogram buckets).
+fn sample(out: &mut String, name: &str, suffix: &str, labels: &Labels, le: Option<&str>, v: f64) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if !labels.is_empty() || le.is_some() {
+        out.push('{');
+        let le = le.map(|l| ("le".to_string(), l.to_string()));
+        for (i, (k, val)) in labels.iter().chain(le.as_ref()).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{}\"", escape(val));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {v}");
 }
 
 fn escape(v: &str) -> String {
@@ -137,5 +233,24 @@ mod tests {
         );
         assert!(text.contains("# TYPE g counter\ng 1.5\n"), "{text}");
         assert_eq!(r.get("x_total", &[("type", "a\"b")]), 3.0);
+    }
+
+    #[test]
+    fn renders_histograms_with_cumulative_buckets() {
+        let mut r = Registry::new();
+        r.describe_histogram("d_seconds", "Durations.", &[0.1, 1.0]);
+        r.observe("d_seconds", &[("op", "a")], 0.0625);
+        r.observe("d_seconds", &[("op", "a")], 0.5);
+        r.observe("d_seconds", &[("op", "a")], 3.0);
+        let text = r.render();
+        let expected = "# HELP d_seconds Durations.\n# TYPE d_seconds histogram\n\
+            d_seconds_bucket{op=\"a\",le=\"0.1\"} 1\n\
+            d_seconds_bucket{op=\"a\",le=\"1\"} 2\n\
+            d_seconds_bucket{op=\"a\",le=\"+Inf\"} 3\n\
+            d_seconds_sum{op=\"a\"} 3.5625\n\
+            d_seconds_count{op=\"a\"} 3\n";
+        assert_eq!(text, expected);
+        assert_eq!(r.histogram_count("d_seconds", &[("op", "a")]), 3);
+        assert_eq!(r.histogram_count("d_seconds", &[("op", "b")]), 0);
     }
 }

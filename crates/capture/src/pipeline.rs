@@ -9,15 +9,13 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::dedupe::{
-    DEFAULT_BODY_PREFIX, DEFAULT_CAPACITY, DedupeKey, Lru, canonical_json, dedupe_key,
-};
+use crate::dedupe::{DEFAULT_BODY_PREFIX, DEFAULT_CAPACITY, DedupeKey, Lru, dedupe_key};
 use crate::filter::{FilterConfig, FilterReason};
 use crate::input::InputError;
 use crate::metrics::{MetricKind, Registry};
 use crate::model::Exchange;
 use crate::sanitize::{BodyContent, BodyLimits, SanitizeStats, SanitizedExchange, Sanitizer};
-use crate::wiremock::{MappingFile, ScenarioStep, mapping, mapping_owned};
+use crate::wiremock::{MappingFile, ScenarioStep, mapping};
 
 /// Pipeline settings.
 #[derive(Clone, Debug)]
@@ -28,7 +26,7 @@ pub struct PipelineConfig {
     pub limits: BodyLimits,
     /// LRU capacity of the dedupe set.
     pub dedupe_capacity: usize,
-    /// Bytes of the canonical body that enter the dedupe key.
+    /// Bytes of the sanitized body that enter the dedupe key.
     pub dedupe_body_prefix: usize,
     /// Keep repeats whose response differs as WireMock scenario states.
     pub scenarios: bool,
@@ -207,25 +205,6 @@ impl Pipeline {
         out
     }
 
-    /// Like [`Self::mappings`], but consumes the pipeline so bodies move into the mappings
-    /// instead of being copied (for one-shot runs like `apm capture ingest`).
-    pub fn into_mappings(self, now: OffsetDateTime) -> Vec<MappingFile> {
-        let mut out = Vec::with_capacity(self.groups.len());
-        for (key, group) in self.groups {
-            if group.states.len() == 1 {
-                for ex in group.states {
-                    out.push(mapping_owned(ex, &key, 0, None, now));
-                }
-                continue;
-            }
-            let steps = scenario_steps(&key, group.states.len());
-            for (i, (ex, step)) in group.states.into_iter().zip(steps).enumerate() {
-                out.push(mapping_owned(ex, &key, i as u32, Some(&step), now));
-            }
-        }
-        out
-    }
-
     /// The report so far, with sanitization counts by type.
     pub fn report(&self) -> Report {
         let mut r = self.report.clone();
@@ -330,7 +309,7 @@ fn response_hash(ex: &SanitizedExchange) -> [u8; 32] {
     h.update(ex.status().to_be_bytes());
     match &ex.response_body().content {
         BodyContent::Empty => {}
-        BodyContent::Json(v) => h.update(canonical_json(v)),
+        BodyContent::Json(j) => h.update(j.as_bytes()),
         BodyContent::Text(t) => h.update(t.as_bytes()),
         BodyContent::Binary(b) => h.update(b),
     }

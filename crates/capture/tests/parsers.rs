@@ -29,9 +29,21 @@ fn run_all(format: InputFormat, bytes: &[u8]) -> (usize, usize) {
         p.process(ex);
     }
     for m in p.mappings(time::OffsetDateTime::UNIX_EPOCH) {
-        assert!(!m.to_bytes().is_empty());
+        assert!(!m.bytes().is_empty());
     }
     (n, errs)
+}
+
+/// True when `full[..cut]` is a whole number of JSON documents (plus whitespace).
+fn between_traces(full: &[u8], cut: usize) -> bool {
+    let mut docs = serde_json::Deserializer::from_slice(full).into_iter::<serde_json::Value>();
+    while let Some(Ok(_)) = docs.next() {
+        let end = docs.byte_offset();
+        if end <= cut && full[end..cut].iter().all(u8::is_ascii_whitespace) {
+            return true;
+        }
+    }
+    false
 }
 
 proptest! {
@@ -57,7 +69,11 @@ proptest! {
             let (n, errs) = run_all(f, &full[..cut]);
             let (full_n, _) = run_all(f, &full);
             prop_assert!(n <= full_n);
-            if cut > 0 && cut < full.len() && f != InputFormat::Jsonl && n < full_n {
+            // A cut between two traces of a stream loses the later ones without anything
+            // being malformed; a cut anywhere else must be reported.
+            if cut > 0 && cut < full.len() && f != InputFormat::Jsonl && n < full_n
+                && !between_traces(&full, cut)
+            {
                 prop_assert!(errs > 0, "{path} cut at {cut}: lost traces without an error");
             }
         }

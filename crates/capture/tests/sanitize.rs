@@ -241,8 +241,8 @@ fn structure_aware_exchange_sanitizing() {
         panic!("json body expected")
     };
     assert_eq!(
-        req,
-        &json!({
+        req.to_value(),
+        json!({
             "user": {"email": "SANITIZED_EMAIL", "Password": "SANITIZED_PASSWORD", "profile": {"pwd": "SANITIZED_PASSWORD"}},
             "cards": ["SANITIZED_CARD", "SANITIZED_CARD"],
             "access_token": "SANITIZED_SECRET",
@@ -254,8 +254,8 @@ fn structure_aware_exchange_sanitizing() {
         panic!("json body expected")
     };
     assert_eq!(
-        resp,
-        &json!({"cpf": "SANITIZED_DOCUMENT", "phone": "SANITIZED_PHONE"})
+        resp.to_value(),
+        json!({"cpf": "SANITIZED_DOCUMENT", "phone": "SANITIZED_PHONE"})
     );
     assert_eq!(clean.response_headers()[0].value, "SANITIZED_HEADER");
     assert_eq!(stats.get("cookie"), 2);
@@ -319,10 +319,10 @@ fn gzip_bodies_are_decoded_before_sanitizing_and_unknown_encodings_dropped() {
     );
     let mut stats = SanitizeStats::default();
     let clean = Sanitizer::builtin().sanitize(ex.clone(), &BodyLimits::default(), &mut stats);
-    assert_eq!(
-        clean.response_body().content,
-        BodyContent::Json(json!({"email":"SANITIZED_EMAIL"}))
-    );
+    let BodyContent::Json(decoded) = &clean.response_body().content else {
+        panic!("json body expected")
+    };
+    assert_eq!(decoded.as_str(), r#"{"email":"SANITIZED_EMAIL"}"#);
     assert!(
         clean
             .response_headers()
@@ -374,9 +374,8 @@ replacement = "SANITIZED_CUSTOM_TOKEN"
     let out = s.text("key tk_0123456789abcdef0123456789abcdef end", &mut stats);
     assert_eq!(out, "key SANITIZED_CUSTOM_TOKEN end");
     assert_eq!(stats.by_type(&s).get("custom_token"), Some(&1));
-    let mut v = json!({"ssn": "123"});
-    s.json(&mut v, &mut stats);
-    assert_eq!(v, json!({"ssn": "SANITIZED_SECRET"}));
+    let v = s.json(br#"{"ssn": "123"}"#, &mut stats).expect("json");
+    assert_eq!(v, r#"{"ssn":"SANITIZED_SECRET"}"#);
 
     let bad =
         SanitizerConfig::from_toml("[[pattern]]\nname = \"x\"\npattern = \"(\"\n").expect("toml");
@@ -546,9 +545,11 @@ fn everywhere(secret_text: &str) -> Vec<String> {
     let s = shared();
     let mut stats = SanitizeStats::default();
     let mut outputs = vec![s.text(secret_text, &mut stats).into_owned()];
-    let mut v = json!({"a": {"b": [secret_text, {"c": secret_text}]}, secret_text: 1});
-    s.json(&mut v, &mut stats);
-    outputs.push(v.to_string());
+    let v = json!({"a": {"b": [secret_text, {"c": secret_text}]}, secret_text: 1});
+    outputs.push(
+        s.json(v.to_string().as_bytes(), &mut stats)
+            .expect("valid JSON"),
+    );
     let ex = exchange(
         vec![
             Header::new("X-Note", secret_text),

@@ -70,7 +70,7 @@ pub fn write_mappings(out: &Path, mappings: &[MappingFile]) -> Result<usize, Wri
         source,
     })?;
     for m in mappings {
-        write_atomic(&dir.join(&m.file_name), &m.to_bytes())?;
+        write_atomic(&dir.join(&m.file_name), m.bytes())?;
     }
     Ok(mappings.len())
 }

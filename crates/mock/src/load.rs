@@ -142,7 +142,19 @@ pub fn describe_metrics(r: &mut Registry) {
         MetricKind::Counter,
         "Requests retried after a transient failure.",
     );
+    r.describe_histogram(
+        "wiremock_loader_wiremock_requests_duration_seconds",
+        "Duration of each HTTP request to WireMock (every attempt, until its answer is read \
+         or it fails), by operation.",
+        REQUEST_DURATION_BUCKETS,
+    );
 }
+
+/// Seconds; WireMock answers admin calls in milliseconds, bulk imports of large batches in
+/// seconds, and the request timeout defaults to 30 s.
+const REQUEST_DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 struct Outcome {
     status: u16,
@@ -191,10 +203,21 @@ impl Client<'_> {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            match req.send().await {
+            let started = std::time::Instant::now();
+            let answer = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let text = resp.text().await.unwrap_or_default();
+                    Ok((status, resp.text().await.unwrap_or_default()))
+                }
+                Err(e) => Err(e),
+            };
+            self.metrics.observe(
+                "wiremock_loader_wiremock_requests_duration_seconds",
+                &[("operation", op)],
+                started.elapsed().as_secs_f64(),
+            );
+            match answer {
+                Ok((status, text)) => {
                     if transient(status) && attempt < attempts {
                         last = format!("HTTP {status}");
                         continue;

@@ -49,12 +49,22 @@ pub enum RecordError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Client(String),
+    /// The CA certificates to trust for the target could not be used.
+    #[error("target CA certificates: {0}")]
+    Ca(String),
 }
 
 impl Recorder {
     /// A recorder forwarding to `target` (`http://host:port` or `https://…`, optionally with a
-    /// base path) and feeding `pipeline`.
-    pub fn new(target: &str, pipeline: Pipeline, listen: &str) -> Result<Arc<Self>, RecordError> {
+    /// base path) and feeding `pipeline`. An https target's certificate is verified against
+    /// the system's roots plus `target_ca` (PEM certificates, e.g. a private CA or the
+    /// target's self-signed certificate); verification is never turned off.
+    pub fn new(
+        target: &str,
+        pipeline: Pipeline,
+        listen: &str,
+        target_ca: Option<&[u8]>,
+    ) -> Result<Arc<Self>, RecordError> {
         let target = url::Url::parse(target).map_err(|e| RecordError::Target(e.to_string()))?;
         if !matches!(target.scheme(), "http" | "https") || target.host_str().is_none() {
             return Err(RecordError::Target(
@@ -66,9 +76,18 @@ impl Recorder {
                 "must not have a query or fragment".into(),
             ));
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
+            .timeout(Duration::from_secs(60));
+        if let Some(pem) = target_ca {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| RecordError::Ca(format!("not PEM certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(RecordError::Ca("no PEM certificate found".into()));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder
             .build()
             .map_err(|e| RecordError::Client(e.to_string()))?;
         Ok(Arc::new(Recorder {

@@ -268,6 +268,23 @@ async fn loader_backs_up_replaces_batches_and_names_refused_files() {
         text.contains("wiremock_loader_mappings_errors_total{error_type=\"invalid_file\"} 1"),
         "{text}"
     );
+    // One duration observation per request sent, by operation.
+    for op in ["backup", "delete", "import", "create"] {
+        let sent = metrics.get("wiremock_loader_requests_total", &[("operation", op)]);
+        assert!(sent >= 1.0, "{op} was sent");
+        assert_eq!(
+            metrics.histogram_count(
+                "wiremock_loader_wiremock_requests_duration_seconds",
+                &[("operation", op)]
+            ) as f64,
+            sent,
+            "{op}"
+        );
+    }
+    assert!(
+        text.contains("# TYPE wiremock_loader_wiremock_requests_duration_seconds histogram"),
+        "{text}"
+    );
     srv.stop().await;
 }
 
@@ -280,6 +297,10 @@ async fn loader_retries_transient_failures_with_backoff() {
     let srv = common::spawn(move |req: hyper::Request<hyper::body::Incoming>| {
         let (s, f) = (s.clone(), f.clone());
         async move {
+            if req.uri().path() == "/__admin/mappings/import" {
+                // Slow imports, so their durations land above the small buckets.
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
             if req.uri().path() == "/__admin/mappings/import"
                 && f.fetch_add(1, Ordering::SeqCst) < 2
             {
@@ -304,11 +325,30 @@ async fn loader_retries_transient_failures_with_backoff() {
         started.elapsed() >= Duration::from_millis(60),
         "20 ms then 40 ms of backoff"
     );
+    let text = metrics.render();
     assert!(
-        metrics
-            .render()
-            .contains("wiremock_loader_retries_total{operation=\"import\"} 2")
+        text.contains("wiremock_loader_retries_total{operation=\"import\"} 2"),
+        "{text}"
     );
+    // Every attempt is timed: three imports of at least 60 ms each.
+    for line in [
+        "wiremock_loader_wiremock_requests_duration_seconds_bucket{operation=\"import\",le=\"0.05\"} 0",
+        "wiremock_loader_wiremock_requests_duration_seconds_bucket{operation=\"import\",le=\"+Inf\"} 3",
+        "wiremock_loader_wiremock_requests_duration_seconds_count{operation=\"import\"} 3",
+        "wiremock_loader_wiremock_requests_duration_seconds_count{operation=\"backup\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    let sum_line = text
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "wiremock_loader_wiremock_requests_duration_seconds_sum{operation=\"import\"}",
+            )
+        })
+        .expect("sum");
+    let sum: f64 = sum_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(sum >= 0.18, "{sum_line}");
     assert!(
         dir.path().join("backups").is_dir(),
         "default backup location"
@@ -319,12 +359,21 @@ async fn loader_retries_transient_failures_with_backoff() {
     let mut cfg = LoadConfig::new(&srv_url_closed().await, dir.path());
     cfg.attempts = 2;
     cfg.backoff = Duration::from_millis(10);
-    let err = load(&cfg, &mut Registry::new())
+    let mut metrics = Registry::new();
+    let err = load(&cfg, &mut metrics)
         .await
         .expect_err("unreachable target");
     assert!(
         err.to_string().contains("backup failed after 2 attempts"),
         "{err}"
+    );
+    // Failed attempts are timed too.
+    assert_eq!(
+        metrics.histogram_count(
+            "wiremock_loader_wiremock_requests_duration_seconds",
+            &[("operation", "backup")]
+        ),
+        2
     );
 }
 

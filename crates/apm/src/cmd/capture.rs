@@ -142,6 +142,11 @@ pub struct RecordArgs {
     /// The service to record, e.g. http://orders.internal:8080.
     #[arg(long)]
     target: String,
+    /// PEM file of CA certificates to trust for an https target, in addition to the
+    /// system's (a private CA, or the target's self-signed certificate). Certificates are
+    /// always verified.
+    #[arg(long, value_name = "FILE")]
+    target_ca: Option<PathBuf>,
     /// Output directory; mappings go to OUT/mappings/*.json.
     #[arg(long)]
     out: PathBuf,
@@ -277,7 +282,7 @@ fn ingest(args: IngestArgs) -> Result<ExitCode> {
         pipeline.process(ex);
     }
     let mut report = pipeline.report();
-    let maps = pipeline.into_mappings(time::OffsetDateTime::now_utc());
+    let maps = pipeline.mappings(time::OffsetDateTime::now_utc());
     let written = write_mappings(&args.out, &maps)
         .with_context(|| format!("writing mappings under {}", args.out.display()))?;
     report.written = written as u64;
@@ -354,8 +359,20 @@ async fn record(args: RecordArgs) -> Result<ExitCode> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
-    let recorder = Recorder::new(&args.target, pipeline, &local.to_string())
-        .map_err(|e| anyhow::anyhow!("--target: {e}"))?;
+    let ca = match &args.target_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("--target-ca {}: reading", path.display()))?,
+        ),
+        None => None,
+    };
+    let recorder = Recorder::new(&args.target, pipeline, &local.to_string(), ca.as_deref())
+        .map_err(|e| match (&e, &args.target_ca) {
+            (apm_mock::record::RecordError::Ca(_), Some(path)) => {
+                anyhow::anyhow!("--target-ca {}: {e}", path.display())
+            }
+            _ => anyhow::anyhow!("--target: {e}"),
+        })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics_task = match args.metrics {
         Some(addr) => {

@@ -4,7 +4,7 @@ use std::io::Read;
 
 use serde_json::Value;
 
-use super::{SanitizeStats, Sanitizer};
+use super::{SanitizeStats, Sanitizer, stream};
 use crate::model::{Body, Header, header};
 
 /// Body limits applied before sanitizing.
@@ -25,12 +25,42 @@ impl Default for BodyLimits {
 pub enum BodyContent {
     /// No body.
     Empty,
-    /// A complete JSON document.
-    Json(Value),
+    /// A complete JSON document (sanitized, compact).
+    Json(JsonText),
     /// UTF-8 text (including form bodies and truncated JSON).
     Text(String),
     /// Bytes that are not UTF-8.
     Binary(Vec<u8>),
+}
+
+/// A sanitized JSON document as compact JSON text (valid UTF-8), kept as bytes so it is
+/// embedded in mappings as it is, never re-parsed or re-serialised.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JsonText(Vec<u8>);
+
+impl JsonText {
+    /// The JSON text.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The JSON text as a string.
+    pub fn as_str(&self) -> &str {
+        // Built only from validated UTF-8 and UTF-8 replacements.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+
+    /// The document as a `serde_json::Value` (for callers that inspect it; the pipeline never
+    /// needs to).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_slice(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+impl std::fmt::Debug for JsonText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JsonText({})", self.as_str())
+    }
 }
 
 /// A sanitized body with what we know about its completeness.
@@ -194,12 +224,13 @@ pub(crate) fn sanitize(
         bytes.iter().find(|b| !b.is_ascii_whitespace()),
         Some(b'{' | b'[')
     );
-    if !truncated
-        && (is_json_type(ct) || (ct.is_none() && looks_json))
-        && let Ok(mut v) = serde_json::from_slice::<Value>(&bytes)
-    {
-        s.json(&mut v, stats);
-        return done(BodyContent::Json(v));
+    let mut bytes = bytes;
+    if !truncated && (is_json_type(ct) || (ct.is_none() && looks_json)) {
+        match stream::sanitize(s, bytes, stats) {
+            Ok(json) => return done(BodyContent::Json(JsonText(json))),
+            // Not valid JSON: the text rules below still apply to every byte.
+            Err(back) => bytes = back,
+        }
     }
     match String::from_utf8(bytes) {
         Ok(text) => {

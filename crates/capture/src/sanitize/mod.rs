@@ -18,17 +18,17 @@
 
 mod body;
 pub mod checks;
+pub(crate) mod stream;
 mod text;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::model::{Exchange, Header, SourceRef};
-pub use body::{BodyContent, BodyLimits, SanitizedBody};
+pub use body::{BodyContent, BodyLimits, JsonText, SanitizedBody};
 use text::{CustomRule, TextRules};
 
 /// The kind of a replacement, used for counting.
@@ -269,9 +269,20 @@ impl Sanitizer {
 
     /// Sanitizes free text.
     pub fn text<'a>(&self, s: &'a str, stats: &mut SanitizeStats) -> Cow<'a, str> {
-        match self.rules.apply(s.as_bytes(), stats) {
-            // Rules replace whole ASCII-delimited matches with ASCII, so UTF-8 stays valid;
-            // the lossy path only guards against a custom pattern cutting a character.
+        // Rules replace whole ASCII-delimited matches with ASCII, so UTF-8 stays valid; the
+        // lossy path in `text_classified` only guards against a custom pattern cutting a
+        // character.
+        self.text_classified(s, None, stats)
+    }
+
+    /// [`Self::text`] with the string's byte classes already known (see `text::classify`).
+    pub(crate) fn text_classified<'a>(
+        &self,
+        s: &'a str,
+        class: Option<u8>,
+        stats: &mut SanitizeStats,
+    ) -> Cow<'a, str> {
+        match self.rules.apply_classified(s.as_bytes(), class, stats) {
             Some(bytes) => Cow::Owned(
                 String::from_utf8(bytes)
                     .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
@@ -311,51 +322,13 @@ impl Sanitizer {
         (new_name, new_value)
     }
 
-    /// Sanitizes a JSON value in place, structure-aware.
-    pub fn json(&self, v: &mut Value, stats: &mut SanitizeStats) {
-        match v {
-            Value::String(s) => {
-                if let Cow::Owned(new) = self.text(s, stats) {
-                    *s = new;
-                }
-            }
-            Value::Number(n) => {
-                // Only 11+ digit integers can be a CPF, CNPJ or card.
-                if let Some(u) = n.as_u64().filter(|u| *u >= 10_000_000_000) {
-                    let digits = u.to_string();
-                    if let Cow::Owned(new) = self.text(&digits, stats) {
-                        *v = Value::String(new);
-                    }
-                }
-            }
-            Value::Array(items) => {
-                for item in items {
-                    self.json(item, stats);
-                }
-            }
-            Value::Object(map) => {
-                let mut renames = Vec::new();
-                for (key, value) in map.iter_mut() {
-                    match self.field_kind(key) {
-                        Some(kind) if !value.is_null() => {
-                            stats.add(kind);
-                            *value = Value::String(kind.marker().to_string());
-                        }
-                        _ => self.json(value, stats),
-                    }
-                    if let Cow::Owned(new_key) = self.text(key, stats) {
-                        renames.push((key.clone(), new_key));
-                    }
-                }
-                // Keys holding customer data (rare) are renamed after the walk.
-                for (old, new) in renames {
-                    if let Some(value) = map.remove(&old) {
-                        map.insert(new, value);
-                    }
-                }
-            }
-            Value::Null | Value::Bool(_) => {}
-        }
+    /// Sanitizes a JSON document, structure-aware, in one pass without building a tree: members
+    /// whose name is sensitive have their value replaced at any depth, other keys, strings and
+    /// long integers go through the text rules. Returns compact JSON, or `None` (nothing
+    /// counted) when `input` is not a valid JSON document.
+    pub fn json(&self, input: &[u8], stats: &mut SanitizeStats) -> Option<String> {
+        let out = stream::sanitize(self, input.to_vec(), stats).ok()?;
+        String::from_utf8(out).ok()
     }
 
     fn headers(&self, headers: Vec<Header>, stats: &mut SanitizeStats) -> Vec<Header> {

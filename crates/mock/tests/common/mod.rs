@@ -216,7 +216,7 @@ pub async fn send(client: &reqwest::Client, base: &str, r: &Req) -> Seen {
 /// and the recorder (for mappings, report and metrics).
 pub async fn record(origin: &Running) -> (Vec<Seen>, Arc<Recorder>) {
     let pipeline = Pipeline::new(PipelineConfig::default(), Sanitizer::builtin());
-    let recorder = Recorder::new(&origin.url(), pipeline, "test").expect("recorder");
+    let recorder = Recorder::new(&origin.url(), pipeline, "test", None).expect("recorder");
     let r = recorder.clone();
     let proxy = spawn(move |req| r.clone().handle(req)).await;
     let c = client();

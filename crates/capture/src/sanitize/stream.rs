@@ -1,0 +1,815 @@
+//! One-pass JSON rewriting without building a tree.
+//!
+//! The walker tokenizes a document once, keeps track of whether a string is a member key or a
+//! value (and, for values, the key they belong to), and asks a [`Rewrite`] what to do with each
+//! key, string and large integer. Everything it does not change is copied as raw bytes; only
+//! insignificant whitespace is dropped, so the output is compact JSON.
+//!
+//! Validity follows `serde_json::from_slice::<Value>` exactly (grammar, UTF-8, control
+//! characters, escapes and surrogates, numbers out of range, 128 levels of nesting), so a body
+//! takes the JSON path here exactly when the tree-based sanitizer would have parsed it; a
+//! document that is not valid JSON is handed back untouched for the text rules.
+
+use std::borrow::Cow;
+
+use super::text::{G_CONTROL, classify};
+use super::{Kind, SanitizeStats, Sanitizer};
+
+/// serde_json refuses the 128th level of nesting.
+const MAX_DEPTH: usize = 127;
+
+/// What to do with a member and its value.
+pub(crate) struct KeyAction {
+    /// Replacement for the key text, if it changes.
+    pub(crate) key: Option<String>,
+    /// Replace a non-null value as a whole with this kind's marker (counted by the walker
+    /// through [`Rewrite::replaced`], only when the value is not null).
+    pub(crate) value: Option<Kind>,
+}
+
+/// Decides what changes in a document.
+pub(crate) trait Rewrite {
+    /// A member key (decoded). `class`: its `text::classify` bits when the walker has them
+    /// (strings without escapes).
+    fn key(&mut self, key: &str, class: Option<u8>) -> KeyAction;
+    /// A string value (decoded); `Some` replaces it. `class` as for keys.
+    fn string(&mut self, s: &str, class: Option<u8>) -> Option<String>;
+    /// A non-negative integer of 11 or more digits that fits in a u64 (the digits); `Some`
+    /// replaces it with a string.
+    fn integer(&mut self, digits: &str) -> Option<String>;
+    /// A value was replaced as a whole because of its key.
+    fn replaced(&mut self, kind: Kind);
+}
+
+/// The sanitizer's rules as a [`Rewrite`]: a member whose name is sensitive has its value
+/// replaced as a whole (at any depth); other keys, string values and integers that could be a
+/// document or card go through the text rules.
+struct SanitizeJson<'s> {
+    s: &'s Sanitizer,
+    stats: SanitizeStats,
+}
+
+impl Rewrite for SanitizeJson<'_> {
+    fn key(&mut self, key: &str, class: Option<u8>) -> KeyAction {
+        KeyAction {
+            value: self.s.field_kind(key),
+            key: self.string(key, class),
+        }
+    }
+
+    fn string(&mut self, s: &str, class: Option<u8>) -> Option<String> {
+        match self.s.text_classified(s, class, &mut self.stats) {
+            Cow::Owned(new) => Some(new),
+            Cow::Borrowed(_) => None,
+        }
+    }
+
+    fn integer(&mut self, digits: &str) -> Option<String> {
+        self.string(digits, None)
+    }
+
+    fn replaced(&mut self, kind: Kind) {
+        self.stats.add(kind);
+    }
+}
+
+/// Sanitizes a JSON document in one pass. `Err` hands the input back, with `stats`
+/// untouched, when it is not valid JSON.
+pub(crate) fn sanitize(
+    s: &Sanitizer,
+    input: Vec<u8>,
+    stats: &mut SanitizeStats,
+) -> Result<Vec<u8>, Vec<u8>> {
+    let mut r = SanitizeJson {
+        s,
+        stats: SanitizeStats::default(),
+    };
+    let (out, _) = rewrite(input, &mut r)?;
+    stats.merge(&r.stats);
+    Ok(out)
+}
+
+/// Rewrites `input`. `Err` hands the input back when it is not a valid JSON document.
+/// `Ok((out, changed))`: `changed` is true when a key or value was replaced (not when only
+/// whitespace was dropped).
+pub(crate) fn rewrite<R: Rewrite>(input: Vec<u8>, r: &mut R) -> Result<(Vec<u8>, bool), Vec<u8>> {
+    let Ok(text) = std::str::from_utf8(&input) else {
+        return Err(input);
+    };
+    let mut w = Walker {
+        input: text.as_bytes(),
+        text,
+        pos: 0,
+        out: Vec::new(),
+        copied: 0,
+        edited: false,
+        changed: false,
+        r,
+    };
+    let ok = w.document().is_ok();
+    if !ok {
+        return Err(input);
+    }
+    let changed = w.changed;
+    if !w.edited {
+        return Ok((input, changed));
+    }
+    let len = w.input.len();
+    w.flush(len);
+    Ok((w.out, changed))
+}
+
+struct Walker<'a, 'r, R> {
+    input: &'a [u8],
+    text: &'a str,
+    pos: usize,
+    /// Output so far; only used once something was edited.
+    out: Vec<u8>,
+    /// `input[..copied]` is accounted for in `out`.
+    copied: usize,
+    edited: bool,
+    changed: bool,
+    r: &'r mut R,
+}
+
+type Step = Result<(), ()>;
+
+impl<'a, R: Rewrite> Walker<'a, '_, R> {
+    fn flush(&mut self, upto: usize) {
+        if !self.edited {
+            self.out.reserve(self.input.len() + 64);
+            self.edited = true;
+        }
+        self.out.extend_from_slice(&self.input[self.copied..upto]);
+        self.copied = upto;
+    }
+
+    /// Replaces `input[start..end]` (which must not overlap anything replaced before).
+    fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
+        self.flush(start);
+        self.out.extend_from_slice(with);
+        self.copied = end;
+    }
+
+    fn replace_with_string(&mut self, start: usize, end: usize, s: &str) {
+        self.flush(start);
+        // Writing a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.out, s);
+        self.copied = end;
+        self.changed = true;
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.input.get(self.pos).copied()
+    }
+
+    /// Skips whitespace; with `drop`, it is left out of the output.
+    fn ws(&mut self, drop: bool) {
+        let start = self.pos;
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+        if drop && self.pos > start {
+            self.replace(start, self.pos, b"");
+        }
+    }
+
+    fn document(&mut self) -> Step {
+        self.ws(true);
+        self.value(true, 0)?;
+        self.ws(true);
+        if self.pos == self.input.len() {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    /// One value. With `emit` false the value is only validated (it is inside a range that
+    /// is being replaced as a whole), so nothing inside it may be edited.
+    fn value(&mut self, emit: bool, depth: usize) -> Step {
+        match self.peek().ok_or(())? {
+            b'{' => self.object(emit, depth + 1),
+            b'[' => self.array(emit, depth + 1),
+            b'"' => {
+                let (start, end, class) = self.string_token()?;
+                let decoded = self.decode(start, end, class)?;
+                if emit && let Some(new) = self.r.string(&decoded, class) {
+                    self.replace_with_string(start, end, &new);
+                }
+                Ok(())
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => {
+                let (start, end, plain) = self.number()?;
+                if emit && plain && end - start >= 11 {
+                    let digits = &self.text[start..end];
+                    if digits.parse::<u64>().is_ok()
+                        && let Some(new) = self.r.integer(digits)
+                    {
+                        self.replace_with_string(start, end, &new);
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(()),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Step {
+        if self.input[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    fn object(&mut self, emit: bool, depth: usize) -> Step {
+        if depth > MAX_DEPTH {
+            return Err(());
+        }
+        self.pos += 1;
+        self.ws(emit);
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return Err(());
+            }
+            let (start, end, class) = self.string_token()?;
+            let key = self.decode(start, end, class)?;
+            let action = if emit {
+                self.r.key(&key, class)
+            } else {
+                KeyAction {
+                    key: None,
+                    value: None,
+                }
+            };
+            if let Some(new) = &action.key {
+                self.replace_with_string(start, end, new);
+            }
+            self.ws(emit);
+            if self.peek() != Some(b':') {
+                return Err(());
+            }
+            self.pos += 1;
+            self.ws(emit);
+            match action.value {
+                Some(kind) if self.peek() != Some(b'n') => {
+                    let vstart = self.pos;
+                    self.value(false, depth)?;
+                    let vend = self.pos;
+                    self.r.replaced(kind);
+                    self.replace_with_string(vstart, vend, kind.marker());
+                }
+                _ => self.value(emit, depth)?,
+            }
+            self.ws(emit);
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.ws(emit);
+                }
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(()),
+            }
+        }
+    }
+
+    fn array(&mut self, emit: bool, depth: usize) -> Step {
+        if depth > MAX_DEPTH {
+            return Err(());
+        }
+        self.pos += 1;
+        self.ws(emit);
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.value(emit, depth)?;
+            self.ws(emit);
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    self.ws(emit);
+                }
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(()),
+            }
+        }
+    }
+
+    /// A string token starting at `pos` (a quote): its byte range including the quotes and,
+    /// when it holds no escapes, the `text::classify` bits of its bytes (`None`: escaped).
+    /// Raw control characters are refused, as serde_json does.
+    fn string_token(&mut self) -> Result<(usize, usize, Option<u8>), ()> {
+        let start = self.pos;
+        let mut i = start + 1;
+        let mut escaped = false;
+        let end = loop {
+            let k = memchr::memchr2(b'"', b'\\', &self.input[i..]).ok_or(())?;
+            let j = i + k;
+            if self.input[j] == b'"' {
+                break j + 1;
+            }
+            escaped = true;
+            i = j + 2;
+            if i > self.input.len() {
+                return Err(());
+            }
+        };
+        let class = classify(&self.input[start + 1..end - 1]);
+        if class & G_CONTROL != 0 {
+            return Err(());
+        }
+        self.pos = end;
+        Ok((start, end, (!escaped).then_some(class)))
+    }
+
+    /// The decoded text of a string token. Escapes (rare) are decoded by serde_json itself,
+    /// so what is accepted (surrogate pairs, lone surrogates) is exactly what it accepts.
+    fn decode(&self, start: usize, end: usize, class: Option<u8>) -> Result<Cow<'a, str>, ()> {
+        if class.is_none() {
+            serde_json::from_slice::<String>(&self.input[start..end])
+                .map(Cow::Owned)
+                .map_err(|_| ())
+        } else {
+            Ok(Cow::Borrowed(&self.text[start + 1..end - 1]))
+        }
+    }
+
+    /// A number token (JSON grammar): byte range and whether it is a plain non-negative
+    /// integer (no sign, fraction or exponent).
+    fn number(&mut self) -> Result<(usize, usize, bool), ()> {
+        let start = self.pos;
+        let b = self.input;
+        let mut i = start;
+        let mut plain = true;
+        if b.get(i) == Some(&b'-') {
+            plain = false;
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => {
+                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+            }
+            _ => return Err(()),
+        }
+        if b.get(i) == Some(&b'.') {
+            plain = false;
+            i += 1;
+            let d = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == d {
+                return Err(());
+            }
+        }
+        let mut exponent = false;
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            plain = false;
+            exponent = true;
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let d = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == d {
+                return Err(());
+            }
+        }
+        // Only an exponent or hundreds of digits can leave f64's range; serde_json refuses
+        // those, so ask it (rare).
+        if (exponent || i - start > 300) && serde_json::from_slice::<f64>(&b[start..i]).is_err() {
+            return Err(());
+        }
+        self.pos = i;
+        Ok((start, i, plain))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::model::{Body, Exchange, Header, InputFormat, Request, Response, SourceRef};
+    use crate::sanitize::{BodyContent, BodyLimits, SanitizerConfig};
+
+    /// The tree-based sanitizer the streaming one replaced (parse into a `Value`, walk it,
+    /// rename keys after the walk), kept as the reference the walker must agree with.
+    fn tree(s: &Sanitizer, v: &mut Value, stats: &mut SanitizeStats) {
+        match v {
+            Value::String(t) => {
+                if let Cow::Owned(new) = s.text(t, stats) {
+                    *t = new;
+                }
+            }
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64().filter(|u| *u >= 10_000_000_000) {
+                    let digits = u.to_string();
+                    if let Cow::Owned(new) = s.text(&digits, stats) {
+                        *v = Value::String(new);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    tree(s, item, stats);
+                }
+            }
+            Value::Object(map) => {
+                let mut renames = Vec::new();
+                for (key, value) in map.iter_mut() {
+                    match s.field_kind(key) {
+                        Some(kind) if !value.is_null() => {
+                            stats.add(kind);
+                            *value = Value::String(kind.marker().to_string());
+                        }
+                        _ => tree(s, value, stats),
+                    }
+                    if let Cow::Owned(new_key) = s.text(key, stats) {
+                        renames.push((key.clone(), new_key));
+                    }
+                }
+                for (old, new) in renames {
+                    if let Some(value) = map.remove(&old) {
+                        map.insert(new, value);
+                    }
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
+        }
+    }
+
+    const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJl";
+
+    /// Valid secrets of every type (each must be replaced wherever it sits).
+    const SENSITIVE: &[&str] = &[
+        "4111 1111 1111 1111",
+        "5555-5555-5555-4444",
+        "4111111111111111",
+        "529.982.247-25",
+        "52998224725",
+        "11.222.333/0001-81",
+        "12ABC34501DE35",
+        "ana.silva@example.com",
+        "ana%40example.com",
+        "+55 11 98765-4321",
+        "(11) 98765-4321",
+        JWT,
+        "password=hunter2",
+        "api_key: abc123",
+    ];
+
+    /// Things that look close and must survive.
+    const LOOKALIKES: &[&str] = &[
+        "ORD-2026-000123",
+        "1763000000000",
+        "4111 1111 1111 1112",
+        "529.982.247-26",
+        "3f2a8b1c-1d2e-4f3a-8b9c-0d1e2f3a4b5c",
+        "2026-11-20T10:00:00Z",
+        "notebook cabo monitor",
+        "",
+    ];
+
+    const KEYS: &[&str] = &[
+        "password",
+        "user_pwd",
+        "Passwd",
+        "api_key",
+        "accessToken",
+        "client_secret",
+        "ssn",
+        "name",
+        "sku",
+        "description",
+        "ana.silva@example.com",
+        "52998224725",
+    ];
+
+    fn string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(SENSITIVE).prop_map(String::from),
+            proptest::sample::select(LOOKALIKES).prop_map(String::from),
+            (
+                proptest::sample::select(LOOKALIKES),
+                proptest::sample::select(SENSITIVE),
+                "[ -~]{0,6}",
+            )
+                .prop_map(|(a, b, c)| format!("{a} {b}{c}")),
+            // Any text: quotes, backslashes, control characters, non-ASCII (escaped on output).
+            any::<String>(),
+        ]
+    }
+
+    fn number() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            proptest::sample::select(
+                &[
+                    52_998_224_725u64,
+                    4_111_111_111_111_111,
+                    11_222_333_000_181,
+                    1_763_000_000_000,
+                    10_000_000_000,
+                    9_999_999_999,
+                ][..]
+            )
+            .prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(KEYS).prop_map(String::from),
+            "[a-z_]{1,10}",
+            // Renamed keys never collide with a literal marker key in these documents: the
+            // tree renamed after its walk, the walker renames in place, and only such a
+            // collision could tell them apart.
+            any::<String>().prop_filter("no marker keys", |k| !k.starts_with("SANITIZED")),
+        ]
+    }
+
+    fn document() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            number(),
+            string().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(key(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn sanitizers() -> &'static [Sanitizer; 2] {
+        static S: std::sync::LazyLock<[Sanitizer; 2]> = std::sync::LazyLock::new(|| {
+            let fields = SanitizerConfig {
+                sensitive_fields: vec!["SSN".into()],
+                ..SanitizerConfig::default()
+            };
+            [
+                Sanitizer::builtin(),
+                Sanitizer::new(fields).expect("config"),
+            ]
+        });
+        &S
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+
+        /// The walker gives the same document (as parsed JSON) and the same counts per type as
+        /// the tree-based sanitizer, on compact and pretty input.
+        #[test]
+        fn streaming_equals_tree(doc in document(), pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&doc).expect("serialize")
+            } else {
+                serde_json::to_string(&doc).expect("serialize")
+            };
+            for s in sanitizers() {
+                let mut expected: Value = serde_json::from_str(&text).expect("reparse");
+                let mut tree_stats = SanitizeStats::default();
+                tree(s, &mut expected, &mut tree_stats);
+                let mut stats = SanitizeStats::default();
+                let out = sanitize(s, text.clone().into_bytes(), &mut stats)
+                    .expect("valid JSON takes the JSON path");
+                let got: Value = serde_json::from_slice(&out).expect("output is JSON");
+                prop_assert_eq!(&got, &expected);
+                prop_assert_eq!(&stats, &tree_stats);
+                // Compact: no whitespace outside strings.
+                prop_assert_eq!(compact_len(&out), out.len());
+            }
+        }
+
+        /// On any bytes, the walker accepts exactly what serde_json accepts; a refused input
+        /// comes back unchanged with nothing counted.
+        #[test]
+        fn validity_matches_serde_json(
+            doc in document(),
+            cut in any::<prop::sample::Index>(),
+            at in any::<prop::sample::Index>(),
+            byte in prop_oneof![
+                proptest::sample::select(&b"{}[],:\"\\ \t\n0-.eE+tfnu\x00\x1f\xff"[..]),
+                any::<u8>(),
+            ],
+            how in 0u8..5,
+        ) {
+            let mut bytes = serde_json::to_vec(&doc).expect("serialize");
+            let i = at.index(bytes.len() + 1);
+            match how {
+                0 => bytes.truncate(cut.index(bytes.len() + 1)),
+                1 => bytes.insert(i, byte),
+                2 if i < bytes.len() => bytes[i] = byte,
+                3 if i < bytes.len() => { bytes.remove(i); }
+                _ => bytes.push(byte),
+            }
+            let serde_ok = serde_json::from_slice::<Value>(&bytes).is_ok();
+            let mut stats = SanitizeStats::default();
+            match sanitize(&sanitizers()[0], bytes.clone(), &mut stats) {
+                Ok(_) => prop_assert!(serde_ok, "walker accepted what serde_json refuses"),
+                Err(back) => {
+                    prop_assert!(!serde_ok, "walker refused what serde_json accepts");
+                    prop_assert_eq!(back, bytes);
+                    prop_assert_eq!(stats, SanitizeStats::default());
+                }
+            }
+        }
+
+        /// A JSON body that does not parse (cut short, or with garbage around it) falls back
+        /// to the text rules: no panic, and no secret survives whole.
+        #[test]
+        fn malformed_json_bodies_take_the_text_path(
+            doc in document(),
+            secrets in proptest::collection::vec(proptest::sample::select(SENSITIVE), 1..4),
+            password in "[a-z0-9]{12}",
+            how in 0u8..3,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut members = serde_json::Map::new();
+            members.insert("doc".into(), doc);
+            members.insert("password".into(), Value::String(format!("pw-{password}")));
+            for (i, secret) in secrets.iter().enumerate() {
+                members.insert(format!("field{i}"), Value::String((*secret).to_string()));
+            }
+            let text = serde_json::to_string(&Value::Object(members)).expect("serialize");
+            let broken = match how {
+                0 => text[..text.floor_char_boundary(cut.index(text.len()))].to_string(),
+                1 => format!("{text}}}"),
+                _ => format!("x{text}"),
+            };
+            prop_assume!(!broken.is_empty() && serde_json::from_str::<Value>(&broken).is_err());
+            let ex = Exchange {
+                source: SourceRef {
+                    format: InputFormat::Jsonl,
+                    file: "t".into(),
+                    position: String::new(),
+                },
+                captured_at: None,
+                request: Request {
+                    method: "POST".into(),
+                    host: None,
+                    path: "/".into(),
+                    query: Vec::new(),
+                    headers: vec![Header::new("Content-Type", "application/json")],
+                    body: Body::complete(broken.clone().into_bytes()),
+                },
+                response: Response { status: 200, headers: Vec::new(), body: Body::complete(Vec::new()) },
+            };
+            let mut stats = SanitizeStats::default();
+            let clean = sanitizers()[0].sanitize(
+                ex,
+                &BodyLimits { max_body: 1 << 20 },
+                &mut stats,
+            );
+            let BodyContent::Text(out) = &clean.request_body().content else {
+                return Err(TestCaseError::fail("malformed JSON must be kept as text"));
+            };
+            for secret in SENSITIVE {
+                // Every whole secret standing as a string value (a secret cut in half by the
+                // truncation is no longer the secret; one glued to letters is a look-alike).
+                let quoted = format!("\"{secret}\"");
+                if broken.contains(&quoted) {
+                    prop_assert!(!out.contains(&quoted), "{} survived in {}", secret, out);
+                }
+            }
+            if broken.contains(&format!("pw-{password}\"")) {
+                prop_assert!(!out.contains(&format!("pw-{password}")), "password survived");
+            }
+        }
+    }
+
+    /// Bytes outside strings that are whitespace.
+    fn compact_len(out: &[u8]) -> usize {
+        let mut n = 0;
+        let mut in_str = false;
+        let mut esc = false;
+        for &b in out {
+            if in_str {
+                if esc {
+                    esc = false;
+                } else if b == b'\\' {
+                    esc = true;
+                } else if b == b'"' {
+                    in_str = false;
+                }
+                n += 1;
+            } else if b == b'"' {
+                in_str = true;
+                n += 1;
+            } else if !matches!(b, b' ' | b'\n' | b'\t' | b'\r') {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn nesting_limit_matches_serde_json() {
+        for depth in 120..135 {
+            for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+                let doc = format!("{}1{}", open.repeat(depth), close.repeat(depth));
+                let serde_ok = serde_json::from_str::<Value>(&doc).is_ok();
+                let mut stats = SanitizeStats::default();
+                let ours = sanitize(&sanitizers()[0], doc.into_bytes(), &mut stats).is_ok();
+                assert_eq!(ours, serde_ok, "depth {depth} {open}");
+            }
+        }
+    }
+
+    #[test]
+    fn edge_cases_match_serde_json() {
+        for doc in [
+            "1e400",
+            "-1e400",
+            "1e308",
+            "[1.5e-400]",
+            "\"\\ud800\"",
+            "\"\\ud83d\\ude00\"",
+            "\"\\u00e9\"",
+            "\"\\x\"",
+            "01",
+            "-",
+            "1.",
+            ".5",
+            "+1",
+            "[1,]",
+            "{\"a\":1,}",
+            "",
+            " ",
+            "nul",
+            "true false",
+            "\"a\tb\"",
+            "{\"a\" 1}",
+            "[\"\\\"\"]",
+            "-0",
+            "0e0",
+            "\u{feff}{}",
+        ] {
+            let serde_ok = serde_json::from_str::<Value>(doc).is_ok();
+            let mut stats = SanitizeStats::default();
+            let ours = sanitize(&sanitizers()[0], doc.as_bytes().to_vec(), &mut stats);
+            assert_eq!(ours.is_ok(), serde_ok, "{doc:?}");
+            if let Ok(out) = ours {
+                assert_eq!(
+                    serde_json::from_slice::<Value>(&out).expect("json"),
+                    serde_json::from_str::<Value>(doc).expect("json"),
+                    "{doc:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sensitive_members_are_replaced_whole_and_the_rest_is_copied() {
+        let input = br#" { "user": {"password": {"a": [1, "x"]}, "pwd": null},
+            "note": "mail ana.silva@example.com", "n": 52998224725, "big": 1763000000000,
+            "ok": "plain \u00e9 text" } "#;
+        let mut stats = SanitizeStats::default();
+        let out = sanitize(&sanitizers()[0], input.to_vec(), &mut stats).expect("json");
+        assert_eq!(
+            std::str::from_utf8(&out).expect("utf8"),
+            r#"{"user":{"password":"SANITIZED_PASSWORD","pwd":null},"note":"mail SANITIZED_EMAIL","n":"SANITIZED_DOCUMENT","big":1763000000000,"ok":"plain \u00e9 text"}"#
+        );
+        assert_eq!(stats.get("password"), 1);
+        assert_eq!(stats.get("email"), 1);
+        assert_eq!(stats.get("document"), 1);
+        // Already compact and nothing to change: handed back as it is.
+        let clean = br#"{"a":[1,2,{"b":"c"}]}"#.to_vec();
+        let ptr = clean.as_ptr();
+        let out = sanitize(&sanitizers()[0], clean, &mut stats).expect("json");
+        assert_eq!(out.as_ptr(), ptr);
+    }
+}
