@@ -168,6 +168,14 @@ impl Chromium {
                 "--disable-gpu",
                 "--disable-dev-shm-usage",
                 "--disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication",
+                // Loopback only: without this Chromium still looks up Google's account, update
+                // and component hosts through the system resolver. The rules also apply to IP
+                // literals, hence the loopback exclusions.
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.*",
+                "--disable-client-side-phishing-detection",
+                "--disable-domain-reliability",
+                "--no-pings",
+                "--disable-breakpad",
                 "--password-store=basic",
                 "--use-mock-keychain",
                 "--hide-scrollbars",

@@ -79,7 +79,7 @@ user_pref("browser.safebrowsing.blockedURIs.enabled", false);
 user_pref("browser.safebrowsing.provider.mozilla.updateURL", "");
 user_pref("browser.safebrowsing.provider.google4.updateURL", "");
 user_pref("browser.safebrowsing.provider.google.updateURL", "");
-user_pref("services.settings.server", "http://127.0.0.1:9/");
+user_pref("services.settings.server", "data:,#remote-settings-dummy/v1");
 user_pref("services.sync.enabled", false);
 user_pref("identity.fxaccounts.enabled", false);
 user_pref("extensions.update.enabled", false);
@@ -92,6 +92,10 @@ user_pref("browser.region.update.enabled", false);
 user_pref("geo.enabled", false);
 user_pref("geo.provider.network.url", "");
 user_pref("media.gmp-manager.url", "");
+user_pref("media.gmp-manager.updateEnabled", false);
+user_pref("media.gmp-manager.chromium-update-url", "");
+user_pref("media.gmp-provider.enabled", false);
+user_pref("media.eme.enabled", false);
 user_pref("media.gmp-gmpopenh264.enabled", false);
 user_pref("media.gmp-widevinecdm.enabled", false);
 user_pref("browser.shell.checkDefaultBrowser", false);
@@ -214,6 +218,10 @@ impl Firefox {
             .env("MOZ_HEADLESS", "1")
             .env("MOZ_CRASHREPORTER_DISABLE", "1")
             .env("MOZ_DISABLE_AUTO_SAFE_MODE", "1")
+            // Firefox's own switch for test runs: its network layer refuses anything that is
+            // not local, and release builds then honour the remote-settings server pref above
+            // (otherwise they keep resolving firefox.settings.services.mozilla.com).
+            .env("MOZ_DISABLE_NONLOCAL_CONNECTIONS", "1")
             .env_remove("http_proxy")
             .env_remove("https_proxy")
             .env_remove("HTTP_PROXY")
