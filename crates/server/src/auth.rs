@@ -331,13 +331,15 @@ impl FromRequestParts<AppState> for Caller {
 /// An authenticated agent (proxy credential).
 #[derive(Debug, Clone)]
 pub struct Agent {
-    /// The proxy row.
-    pub proxy: apm_store::proxies::ProxyRow,
+    /// The proxy row (shared with the credential cache: clone it to change it).
+    pub proxy: std::sync::Arc<apm_store::proxies::ProxyRow>,
     /// `x-request-id` of this request.
     pub request_id: Option<String>,
     /// The sync hub's generation just before `proxy` was read: while it has not moved, no
     /// notified change can be missing from the row, so the sync handler need not read it again.
     pub read_at: crate::sync::Wake,
+    /// SHA-256 of the credential (the credential cache's key; never the token itself).
+    pub credential: crate::credentials::CredentialKey,
 }
 
 impl FromRequestParts<AppState> for Agent {
@@ -357,28 +359,43 @@ impl FromRequestParts<AppState> for Agent {
                 ApiError::unauthorized(
                     "agent credential required: send Authorization: Bearer apma_... or X-Agent-Token (get one from POST /api/v1/agents/enroll)",
                 )
-            })?
-            .to_string();
+            })?;
         if !token.starts_with(prefix::AGENT) {
             return Err(ApiError::unauthorized(
                 "not an agent credential (they start with apma_)",
             ));
         }
+        let credential: crate::credentials::CredentialKey = Sha256::digest(token.as_bytes()).into();
         let read_at = state.hub.current();
+        if let Some(proxy) = state.credentials.get(&credential, read_at.proxies) {
+            return Ok(Agent {
+                proxy,
+                request_id: request_id(parts),
+                read_at,
+                credential,
+            });
+        }
+        // Counters first, then the read: a change committed meanwhile leaves the entry stale.
+        let stamp = state.credentials.stamp(read_at.proxies);
         let mut conn = state.db.pool().acquire().await?;
-        let proxy = apm_store::proxies::find_proxy_by_credential(&mut conn, &token_hash(&token))
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown agent credential; enroll again"))?;
+        let proxy =
+            apm_store::proxies::find_proxy_by_credential(&mut conn, &hex::encode(credential))
+                .await?
+                .ok_or_else(|| ApiError::unauthorized("unknown agent credential; enroll again"))?;
+        drop(conn);
         if proxy.revoked_at.is_some() {
             return Err(ApiError::unauthorized(format!(
                 "the credential of proxy {} was revoked; enroll again",
                 proxy.hostname
             )));
         }
+        let proxy = std::sync::Arc::new(proxy);
+        state.credentials.insert(credential, proxy.clone(), stamp);
         Ok(Agent {
             proxy,
             request_id: request_id(parts),
             read_at,
+            credential,
         })
     }
 }

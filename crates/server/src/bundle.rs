@@ -76,6 +76,9 @@ pub struct RenderedBundle {
     pub hash: String,
     /// File name → content.
     pub files: std::collections::BTreeMap<String, String>,
+    /// `files` as JSON, made once: every agent of a config receives the same bytes.
+    #[serde(skip)]
+    pub files_json: String,
 }
 
 /// The ATS major of a reported version string (default 9 until the proxy reports one).
@@ -105,10 +108,12 @@ pub fn rendered(
     }
     let valid = stored_policy(&v.policy)?;
     let bundle = apm_policy::render(&valid, major);
+    let files_json = serde_json::to_string(&bundle.files).map_err(ApiError::internal)?;
     let out = Arc::new(RenderedBundle {
         ats_major: major.to_string(),
         hash: bundle.hash.to_string(),
         files: bundle.files,
+        files_json,
     });
     state.bundles.insert(key, out.clone());
     Ok(out)

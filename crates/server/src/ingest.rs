@@ -1,24 +1,39 @@
-//! Group commit for metric pushes. A large fleet pushes thousands of samples per second; one
-//! transaction per push (two upserts per metric plus a contact update) makes the database's
-//! commit rate the ceiling, and on SQLite every commit takes the single write lock. Instead each
-//! push is handed to one writer task, which takes every push queued at that moment and stores
-//! them in one transaction with multi-row statements ([`apm_store::telemetry::insert_samples`]).
-//! The push is answered only after its batch committed, so "200" still means "stored"; under
-//! light load a batch holds one push and nothing waits for company.
+//! Group commit for the agents' writes: metric pushes, apply reports (ACKs) and contact times.
+//! A large fleet pushes thousands of samples per second, and after an approval every agent acks
+//! within a second or two; one transaction per request makes the database's commit rate the
+//! ceiling, and on SQLite every commit takes the single write lock. Instead each request is
+//! handed to one writer task, which takes every job queued at that moment and stores them in one
+//! transaction with multi-row statements ([`apm_store::telemetry::insert_samples`],
+//! [`apm_store::proxies::record_acks`], [`apm_store::proxies::record_contacts`]). A request is
+//! answered only after its batch committed, so "200" still means "stored"; under light load a
+//! batch holds one job and nothing waits for company. One task writes all of them, so these
+//! writes never lock proxy rows against each other.
 
 use std::sync::OnceLock;
 
 use apm_store::Db;
+use apm_store::proxies::Ack;
 use apm_store::telemetry::NewSample;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
 
-/// One push: its samples and the contact time to record.
+/// What one request asks the writer to store.
+enum Work {
+    /// A metric push: its samples and the contact time to record.
+    Stats {
+        proxy_id: String,
+        samples: Vec<NewSample>,
+        now: i64,
+    },
+    /// An apply report.
+    Ack(Ack),
+    /// Contact times of syncs (see [`ContactBuffer`]): proxy ids and the earliest time.
+    Contacts { ids: Vec<String>, earliest: i64 },
+}
+
 struct Job {
-    proxy_id: String,
-    samples: Vec<NewSample>,
-    now: i64,
+    work: Work,
     done: oneshot::Sender<Result<(), Failure>>,
 }
 
@@ -28,11 +43,15 @@ enum Failure {
     Internal(String),
 }
 
-/// Most pushes written in one transaction.
+/// Most jobs written in one transaction.
 const MAX_BATCH: usize = 2000;
 
-/// Queue capacity: pushes beyond it wait in their handlers (back-pressure, no unbounded memory).
+/// Queue capacity: jobs beyond it wait in their handlers (back-pressure, no unbounded memory).
 const QUEUE: usize = 20_000;
+
+/// Times a batch is retried when PostgreSQL picks it as a deadlock or serialization victim
+/// (an admin transaction touching many proxy rows in another order, e.g. an assignment).
+const RETRIES: usize = 3;
 
 /// The writer; its task starts on first use, inside the server's runtime.
 #[derive(Default)]
@@ -54,6 +73,24 @@ impl StatsWriter {
         })
     }
 
+    async fn submit(&self, db: &Db, work: Work) -> Result<(), ApiError> {
+        let (done, wait) = oneshot::channel();
+        self.sender(db)
+            .send(Job { work, done })
+            .await
+            .map_err(|_| ApiError::unavailable("the database writer stopped; retry later"))?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Failure::Unavailable)) => Err(ApiError::unavailable(
+                "the database is not reachable; retry later",
+            )),
+            Ok(Err(Failure::Internal(e))) => Err(ApiError::internal(e)),
+            Err(_) => Err(ApiError::unavailable(
+                "the database writer stopped; retry later",
+            )),
+        }
+    }
+
     /// Stores the samples of one push and records the proxy's contact; returns once committed.
     pub async fn write(
         &self,
@@ -62,27 +99,24 @@ impl StatsWriter {
         samples: Vec<NewSample>,
         now: i64,
     ) -> Result<(), ApiError> {
-        let (done, wait) = oneshot::channel();
-        let job = Job {
+        let work = Work::Stats {
             proxy_id: proxy_id.to_string(),
             samples,
             now,
-            done,
         };
-        self.sender(db)
-            .send(job)
-            .await
-            .map_err(|_| ApiError::unavailable("the metrics writer stopped; retry later"))?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(Failure::Unavailable)) => Err(ApiError::unavailable(
-                "the database is not reachable; retry later",
-            )),
-            Ok(Err(Failure::Internal(e))) => Err(ApiError::internal(e)),
-            Err(_) => Err(ApiError::unavailable(
-                "the metrics writer stopped; retry later",
-            )),
-        }
+        self.submit(db, work).await
+    }
+
+    /// Records an apply report; returns once committed. After an approval every agent of the
+    /// config acks within a second or two: one transaction each would queue 100,000 commits
+    /// behind SQLite's single writer.
+    pub async fn ack(&self, db: &Db, ack: Ack) -> Result<(), ApiError> {
+        self.submit(db, Work::Ack(ack)).await
+    }
+
+    /// Records that `ids` (sorted, unique) were seen at `earliest`; returns once committed.
+    pub async fn contacts(&self, db: &Db, ids: Vec<String>, earliest: i64) -> Result<(), ApiError> {
+        self.submit(db, Work::Contacts { ids, earliest }).await
     }
 }
 
@@ -91,7 +125,14 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         // Each handler turns a failure into its own problem answer (and log line, with its
         // request id), as it did when it wrote alone.
-        let outcome = write_batch(&db, &jobs).await.map_err(|e| match e {
+        let mut attempt = 0;
+        let outcome = loop {
+            match write_batch(&db, &jobs).await {
+                Err(e) if attempt < RETRIES && retryable(&e) => attempt += 1,
+                other => break other,
+            }
+        };
+        let outcome = outcome.map_err(|e| match e {
             apm_store::StoreError::Db(
                 apm_store::SqlxError::PoolTimedOut
                 | apm_store::SqlxError::PoolClosed
@@ -105,21 +146,72 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// PostgreSQL's deadlock (40P01) and serialization failure (40001): the batch did nothing and
+/// can run again.
+fn retryable(e: &apm_store::StoreError) -> bool {
+    match e {
+        apm_store::StoreError::Db(apm_store::SqlxError::Database(d)) => {
+            matches!(d.code().as_deref(), Some("40P01" | "40001"))
+        }
+        _ => false,
+    }
+}
+
+/// What one transaction writes for a batch of jobs.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    samples: Vec<NewSample>,
+    acks: Vec<Ack>,
+    /// Proxies whose contact time moves (sorted, unique), and the earliest time among them.
+    contacts: Vec<String>,
+    earliest: Option<i64>,
+}
+
+fn plan(jobs: &[Job]) -> Plan {
+    let mut p = Plan::default();
+    let note = |id: &str, t: i64, p: &mut Plan| {
+        p.contacts.push(id.to_string());
+        p.earliest = Some(p.earliest.map_or(t, |e: i64| e.min(t)));
+    };
+    for job in jobs {
+        match &job.work {
+            Work::Stats {
+                proxy_id,
+                samples,
+                now,
+            } => {
+                p.samples.extend(samples.iter().cloned());
+                note(proxy_id, *now, &mut p);
+            }
+            // An ack writes its own contact time.
+            Work::Ack(a) => p.acks.push(a.clone()),
+            Work::Contacts { ids, earliest } => {
+                for id in ids {
+                    note(id, *earliest, &mut p);
+                }
+            }
+        }
+    }
+    // One statement for every proxy of the batch, in id order: on PostgreSQL, updating the
+    // same rows in different orders from two transactions deadlocks (measured: `apm bench
+    // fleet` at 10k agents hit it with per-row updates in hash order).
+    p.contacts.sort_unstable();
+    p.contacts.dedup();
+    p
+}
+
 async fn write_batch(db: &Db, jobs: &[Job]) -> Result<(), apm_store::StoreError> {
-    let samples: Vec<NewSample> = jobs
-        .iter()
-        .flat_map(|j| j.samples.iter().cloned())
-        .collect();
+    let p = plan(jobs);
     let mut tx = db.begin_write().await?;
-    apm_store::telemetry::insert_samples(&mut tx, &samples).await?;
-    // One statement for every proxy of the batch, in id order like the contact flush: on
-    // PostgreSQL, updating the same rows in different orders from two transactions deadlocks
-    // (measured: `apm bench fleet` at 10k agents hit it with per-row updates in hash order).
-    let mut ids: Vec<String> = jobs.iter().map(|j| j.proxy_id.clone()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let earliest = jobs.iter().map(|j| j.now).min().unwrap_or(0);
-    apm_store::proxies::record_contacts(&mut tx, &ids, earliest).await?;
+    if !p.samples.is_empty() {
+        apm_store::telemetry::insert_samples(&mut tx, &p.samples).await?;
+    }
+    if !p.acks.is_empty() {
+        apm_store::proxies::record_acks(&mut tx, &p.acks).await?;
+    }
+    if let Some(earliest) = p.earliest {
+        apm_store::proxies::record_contacts(&mut tx, &p.contacts, earliest).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -143,9 +235,13 @@ impl ContactBuffer {
 
     /// Notes that `proxy_id` was seen at `now`; stored within [`CONTACT_FLUSH`] (a batch is
     /// stored with its earliest time, so no proxy is ever shown as seen later than it was).
-    pub fn touch(&self, db: &Db, proxy_id: &str, now: i64) {
+    pub fn touch(&self, writer: &std::sync::Arc<StatsWriter>, db: &Db, proxy_id: &str, now: i64) {
         self.started.get_or_init(|| {
-            tokio::spawn(flush_contacts(db.clone(), self.pending.clone()));
+            tokio::spawn(flush_contacts(
+                writer.clone(),
+                db.clone(),
+                self.pending.clone(),
+            ));
         });
         self.pending
             .lock()
@@ -154,7 +250,11 @@ impl ContactBuffer {
     }
 }
 
-async fn flush_contacts(db: Db, pending: std::sync::Arc<std::sync::Mutex<Vec<(String, i64)>>>) {
+async fn flush_contacts(
+    writer: std::sync::Arc<StatsWriter>,
+    db: Db,
+    pending: std::sync::Arc<std::sync::Mutex<Vec<(String, i64)>>>,
+) {
     loop {
         tokio::time::sleep(CONTACT_FLUSH).await;
         let batch = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
@@ -164,14 +264,70 @@ async fn flush_contacts(db: Db, pending: std::sync::Arc<std::sync::Mutex<Vec<(St
         let mut ids: Vec<String> = batch.into_iter().map(|(id, _)| id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let result = async {
-            let mut conn = db.write_conn().await?;
-            apm_store::proxies::record_contacts(&mut conn, &ids, earliest).await
-        }
-        .await;
-        if let Err(e) = result {
+        let n = ids.len();
+        // Through the writer, so contact times share its transactions and never lock proxy
+        // rows against it.
+        if let Err(e) = writer.contacts(&db, ids, earliest).await {
             // Last-seen times are advisory; the next sync of each agent writes again.
-            tracing::warn!(error = %e, proxies = ids.len(), "recording contact times failed");
+            tracing::warn!(error = ?e, proxies = n, "recording contact times failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(work: Work) -> Job {
+        Job {
+            work,
+            done: oneshot::channel().0,
+        }
+    }
+
+    fn ack(id: &str, hash: &str, at: i64) -> Ack {
+        Ack {
+            proxy_id: id.into(),
+            applied_hash: Some(hash.into()),
+            error: None,
+            at,
+        }
+    }
+
+    #[test]
+    fn a_batch_keeps_acks_in_arrival_order_and_merges_contacts() {
+        let jobs = vec![
+            job(Work::Ack(ack("b", "h1", 10))),
+            job(Work::Stats {
+                proxy_id: "c".into(),
+                samples: vec![NewSample {
+                    proxy_id: "c".into(),
+                    metric: "m".into(),
+                    ts: 5,
+                    value: 1.0,
+                }],
+                now: 7,
+            }),
+            job(Work::Contacts {
+                ids: vec!["a".into(), "c".into()],
+                earliest: 3,
+            }),
+            job(Work::Ack(ack("b", "h2", 11))),
+        ];
+        let p = plan(&jobs);
+        assert_eq!(p.acks, vec![ack("b", "h1", 10), ack("b", "h2", 11)]);
+        assert_eq!(p.contacts, vec!["a".to_string(), "c".to_string()]);
+        assert_eq!(
+            p.earliest,
+            Some(3),
+            "never shows a proxy as seen later than it was"
+        );
+        assert_eq!(p.samples.len(), 1);
+    }
+
+    #[test]
+    fn acks_alone_move_no_contact_time() {
+        let p = plan(&[job(Work::Ack(ack("a", "h", 1)))]);
+        assert!(p.contacts.is_empty() && p.earliest.is_none());
     }
 }

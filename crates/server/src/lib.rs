@@ -8,6 +8,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod bundle;
+pub mod credentials;
 pub mod error;
 pub mod ingest;
 pub mod settings;
@@ -261,6 +262,12 @@ pub type RouterWrap = fn(Router) -> Router;
 pub async fn spawn_with(settings: Settings, wrap: RouterWrap) -> anyhow::Result<RunningServer> {
     let listen = settings.listen;
     let (state, generated) = prepare(settings).await?;
+    // Read before serving: a change another replica makes after this point must be noticed
+    // even if it lands before the poller's first tick.
+    let generation = {
+        let mut conn = state.db.pool().acquire().await?;
+        apm_store::telemetry::generation(&mut conn).await?
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -284,6 +291,7 @@ pub async fn spawn_with(settings: Settings, wrap: RouterWrap) -> anyhow::Result<
         state.db.clone(),
         state.hub.clone(),
         Duration::from_millis(state.settings.replica_poll_ms),
+        generation,
     ));
     let keeper = tokio::spawn(housekeeping(state.clone()));
     Ok(RunningServer {

@@ -28,6 +28,8 @@ pub struct AppState {
     pub stats_writer: Arc<crate::ingest::StatsWriter>,
     /// Batched contact times of syncs.
     pub contacts: Arc<crate::ingest::ContactBuffer>,
+    /// Agent credentials already looked up (by hash).
+    pub credentials: Arc<crate::credentials::CredentialCache>,
 }
 
 impl AppState {
@@ -50,6 +52,7 @@ impl AppState {
             metrics,
             stats_writer: Arc::new(crate::ingest::StatsWriter::new()),
             contacts: Arc::new(crate::ingest::ContactBuffer::new()),
+            credentials: Arc::new(crate::credentials::CredentialCache::new()),
         }
     }
 }

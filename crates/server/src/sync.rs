@@ -19,6 +19,7 @@ use apm_store::configs::{ConfigRow, VersionRow};
 use apm_store::proxies::ProxyRow;
 use apm_store::{AnyConnection, Db, now_ms};
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use utoipa::{IntoParams, ToSchema};
@@ -36,6 +37,8 @@ pub struct SyncHub {
     tx: watch::Sender<Wake>,
     waiting: AtomicI64,
     desired: DesiredCache,
+    /// Database generations this replica produced and committed (see [`replica_poller`]).
+    local: std::sync::Mutex<std::collections::BTreeSet<i64>>,
 }
 
 /// Generation counters carried by the hub's channel.
@@ -61,6 +64,7 @@ impl SyncHub {
             tx: watch::channel(Wake::default()).0,
             waiting: AtomicI64::new(0),
             desired: DesiredCache::default(),
+            local: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -77,6 +81,25 @@ impl SyncHub {
     /// proxy row.
     pub fn notify_configs(&self) {
         self.tx.send_modify(|w| w.any = w.any.wrapping_add(1));
+    }
+
+    /// A transaction of this replica that bumped the database generation to `generation`
+    /// committed (its waiters are notified directly): the replica poller does not notify again
+    /// for it. Call after the commit, never before (a rolled-back value can be reused).
+    pub fn committed_locally(&self, generation: i64) {
+        self.local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(generation);
+    }
+
+    /// Whether the database generation moving from `from` to `to` includes a change this
+    /// replica did not make itself; forgets local generations up to `to`.
+    pub fn foreign_change(&self, from: i64, to: i64) -> bool {
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        let foreign = to < from || (from + 1..=to).any(|g| !local.contains(&g));
+        local.retain(|g| *g > to);
+        foreign
     }
 
     /// The current generations.
@@ -96,8 +119,11 @@ impl SyncHub {
 }
 
 /// Polls the database generation and notifies local waiters when another replica changed it.
-pub async fn replica_poller(db: Db, hub: std::sync::Arc<SyncHub>, every: Duration) {
-    let mut last: Option<i64> = None;
+/// Generations this replica committed itself were notified when they committed; notifying again
+/// would make every waiter of a large fleet re-read its proxy a second after each approval.
+/// `start` is the generation read before the server began serving.
+pub async fn replica_poller(db: Db, hub: std::sync::Arc<SyncHub>, every: Duration, start: i64) {
+    let mut last: Option<i64> = Some(start);
     loop {
         tokio::time::sleep(every).await;
         let current = match db.pool().acquire().await {
@@ -105,7 +131,10 @@ pub async fn replica_poller(db: Db, hub: std::sync::Arc<SyncHub>, every: Duratio
             Err(_) => None,
         };
         if let Some(g) = current {
-            if last.is_some_and(|l| l != g) {
+            if let Some(l) = last
+                && l != g
+                && hub.foreign_change(l, g)
+            {
                 hub.notify();
             }
             last = Some(g);
@@ -227,10 +256,23 @@ impl DesiredCache {
     }
 }
 
-/// [`desired`] through the hub's per-generation cache.
-async fn desired_cached(state: &AppState, proxy: &ProxyRow, generation: u64) -> ApiResult<Desired> {
+/// What a proxy should run, as shared by every request of its config at one generation.
+enum DesiredShared {
+    /// The config and its active version (both present).
+    Version(std::sync::Arc<ConfigState>),
+    /// Nothing to run, and why.
+    Nothing(String),
+}
+
+/// [`desired`] through the hub's per-generation cache; the config and version rows are shared,
+/// not copied per waiting request.
+async fn desired_cached(
+    state: &AppState,
+    proxy: &ProxyRow,
+    generation: u64,
+) -> ApiResult<DesiredShared> {
     let Some(config_id) = &proxy.config_id else {
-        return Ok(Desired::Nothing(format!(
+        return Ok(DesiredShared::Nothing(format!(
             "no config assigned to proxy {}; an admin assigns it with POST /api/v1/configs/{{id}}/proxies",
             proxy.hostname
         )));
@@ -241,18 +283,18 @@ async fn desired_cached(state: &AppState, proxy: &ProxyRow, generation: u64) -> 
         .get(&state.db, config_id, generation)
         .await?;
     let Some(config) = &cs.config else {
-        return Ok(Desired::Nothing(format!(
+        return Ok(DesiredShared::Nothing(format!(
             "the config of proxy {} no longer exists",
             proxy.hostname
         )));
     };
-    match &cs.active {
-        Some(v) => Ok(Desired::Version(Box::new((config.clone(), v.clone())))),
-        None => Ok(Desired::Nothing(format!(
+    if cs.active.is_none() {
+        return Ok(DesiredShared::Nothing(format!(
             "config {:?} assigned to proxy {} has no approved version yet",
             config.name, proxy.hostname
-        ))),
+        )));
     }
+    Ok(DesiredShared::Version(cs))
 }
 
 /// The desired hash of a proxy (for its reported ATS major), if it has one.
@@ -358,7 +400,7 @@ async fn sync(
     State(state): State<AppState>,
     agent: Agent,
     Query(q): Query<SyncQuery>,
-) -> ApiResult<Json<SyncResponse>> {
+) -> ApiResult<Response> {
     check_hostname(&agent, &q.hostname)?;
     for (field, value) in [
         ("ats_version", &q.ats_version),
@@ -396,10 +438,18 @@ async fn sync(
             now,
         )
         .await?;
+        drop(conn);
+        // The cached row must show what was just written, or every later sync of this agent
+        // would look like a change and write again.
+        state
+            .credentials
+            .update(&agent.credential, |p| apply_reported(p, &q, now));
     } else {
         // Only the time moves: written with others' within a quarter second (one statement
         // for many agents), not one write per sync.
-        state.contacts.touch(&state.db, &agent.proxy.id, now);
+        state
+            .contacts
+            .touch(&state.stats_writer, &state.db, &agent.proxy.id, now);
     }
     let wait_ms = q.wait.unwrap_or(0).min(state.settings.sync_max_wait_secs) as i64 * 1000;
     let jitter = wait_ms * state.settings.sync_jitter_percent as i64 / 100;
@@ -419,17 +469,8 @@ async fn sync(
     // The credential lookup read this proxy moments ago; unless a proxy change was notified
     // since, that row (with what this request reported) is current.
     let mut current: Option<ProxyRow> = (seen.proxies == agent.read_at.proxies).then(|| {
-        let mut p = agent.proxy.clone();
-        p.last_seen_at = Some(now);
-        for (field, value) in [
-            (&mut p.ats_version, &q.ats_version),
-            (&mut p.os, &q.os),
-            (&mut p.arch, &q.arch),
-        ] {
-            if value.is_some() {
-                field.clone_from(value);
-            }
-        }
+        let mut p = (*agent.proxy).clone();
+        apply_reported(&mut p, &q, now);
         p
     });
     loop {
@@ -447,43 +488,34 @@ async fn sync(
         let desired = desired_cached(&state, &proxy, seen.any).await?;
         let expired = tokio::time::Instant::now() >= deadline;
         match desired {
-            Desired::Version(cv) => {
-                let (config, v) = *cv;
+            DesiredShared::Version(cs) => {
+                let (Some(config), Some(v)) = (&cs.config, &cs.active) else {
+                    return Err(ApiError::internal("desired state without a version"));
+                };
                 let major = major_of(proxy.ats_version.as_deref());
-                let want = hash_for(&v, major).to_string();
-                if have.as_deref() != Some(want.as_str()) {
-                    let b = bundle::rendered(&state, &v, major)?;
-                    return Ok(Json(SyncResponse {
-                        status: "bundle".into(),
-                        unchanged: false,
-                        hash: Some(b.hash.clone()),
-                        version: Some(v.version),
-                        config_id: Some(config.id),
-                        config_name: Some(config.name),
-                        ats_major: Some(b.ats_major.clone()),
-                        files: Some(b.files.clone()),
-                        log_capture: capture,
-                        detail: None,
-                        server_time: fmt_ms(now),
-                    }));
+                let want = hash_for(v, major);
+                if have.as_deref() != Some(want) {
+                    let b = bundle::rendered(&state, v, major)?;
+                    return bundle_answer(&b, v.version, config, capture.as_ref(), now);
                 }
                 if expired || capture != initial_capture {
                     return Ok(Json(SyncResponse {
                         status: "unchanged".into(),
                         unchanged: true,
-                        hash: Some(want),
+                        hash: Some(want.to_string()),
                         version: Some(v.version),
-                        config_id: Some(config.id),
-                        config_name: Some(config.name),
+                        config_id: Some(config.id.clone()),
+                        config_name: Some(config.name.clone()),
                         ats_major: Some(major.to_string()),
                         files: None,
                         log_capture: capture,
                         detail: None,
                         server_time: fmt_ms(now),
-                    }));
+                    })
+                    .into_response());
                 }
             }
-            Desired::Nothing(reason) => {
+            DesiredShared::Nothing(reason) => {
                 if expired || capture != initial_capture {
                     return Ok(Json(SyncResponse {
                         status: "no_config".into(),
@@ -497,7 +529,8 @@ async fn sync(
                         log_capture: capture,
                         detail: Some(reason),
                         server_time: fmt_ms(now),
-                    }));
+                    })
+                    .into_response());
                 }
             }
         }
@@ -516,6 +549,74 @@ async fn sync(
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
+}
+
+/// What a sync reported, applied to the proxy's row as `record_contact` writes it.
+fn apply_reported(p: &mut ProxyRow, q: &SyncQuery, now: i64) {
+    p.last_seen_at = Some(now);
+    for (field, value) in [
+        (&mut p.ats_version, &q.ats_version),
+        (&mut p.os, &q.os),
+        (&mut p.arch, &q.arch),
+    ] {
+        if value.is_some() {
+            field.clone_from(value);
+        }
+    }
+}
+
+/// The head of a `bundle` answer; the files follow as JSON serialized once per bundle.
+#[derive(Serialize)]
+struct BundleHead<'a> {
+    status: &'static str,
+    unchanged: bool,
+    hash: &'a str,
+    version: i64,
+    config_id: &'a str,
+    config_name: &'a str,
+    ats_major: &'a str,
+    log_capture: Option<&'a CaptureWindow>,
+    detail: Option<&'a str>,
+    server_time: String,
+}
+
+/// A `bundle` answer (the [`SyncResponse`] shape). An approval sends the same files to every
+/// agent of the config, so the files' JSON is made once per (version, ATS major)
+/// ([`bundle::RenderedBundle::files_json`]) and only the small head is serialized per request.
+fn bundle_answer(
+    b: &bundle::RenderedBundle,
+    version: i64,
+    config: &ConfigRow,
+    capture: Option<&CaptureWindow>,
+    now: i64,
+) -> ApiResult<Response> {
+    let head = BundleHead {
+        status: "bundle",
+        unchanged: false,
+        hash: &b.hash,
+        version,
+        config_id: &config.id,
+        config_name: &config.name,
+        ats_major: &b.ats_major,
+        log_capture: capture,
+        detail: None,
+        server_time: fmt_ms(now),
+    };
+    let mut body = serde_json::to_vec(&head).map_err(ApiError::internal)?;
+    // `head` is a non-empty object: replace its closing brace with the files member.
+    body.pop();
+    body.reserve(b.files_json.len() + 12);
+    body.extend_from_slice(b",\"files\":");
+    body.extend_from_slice(b.files_json.as_bytes());
+    body.push(b'}');
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 struct WaitGuard<'a>(&'a SyncHub);
@@ -579,18 +680,8 @@ async fn ack(
     if let Some(r) = &body.running_hash {
         check_hash("running_hash", r)?;
     }
-    let mut conn = state.db.write_conn().await?;
-    match body.status {
-        AckStatus::Ok => {
-            apm_store::proxies::record_ack(
-                &mut conn,
-                &agent.proxy.id,
-                Some(&body.hash),
-                None,
-                now_ms(),
-            )
-            .await?;
-        }
+    let (applied_hash, error) = match body.status {
+        AckStatus::Ok => (Some(body.hash), None),
         AckStatus::Error => {
             let error = body
                 .error
@@ -598,16 +689,22 @@ async fn ack(
                 .filter(|e| !e.trim().is_empty())
                 .ok_or_else(|| ApiError::invalid("error: required when status is \"error\""))?;
             let error: String = error.chars().take(4000).collect();
-            apm_store::proxies::record_ack(
-                &mut conn,
-                &agent.proxy.id,
-                body.running_hash.as_deref(),
-                Some((&error, &body.hash)),
-                now_ms(),
-            )
-            .await?;
+            (body.running_hash, Some((error, body.hash)))
         }
-    }
+    };
+    // Group commit with other agents' writes; answered once committed.
+    state
+        .stats_writer
+        .ack(
+            &state.db,
+            apm_store::proxies::Ack {
+                proxy_id: agent.proxy.id.clone(),
+                applied_hash,
+                error,
+                at: now_ms(),
+            },
+        )
+        .await?;
     Ok(accepted())
 }
 
@@ -729,4 +826,26 @@ async fn logs(
     .await?;
     tx.commit().await?;
     Ok(accepted())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_poller_notifies_only_for_other_replicas_changes() {
+        let hub = SyncHub::new();
+        assert!(hub.foreign_change(4, 5), "nothing was committed here");
+        hub.committed_locally(6);
+        hub.committed_locally(7);
+        assert!(!hub.foreign_change(5, 7), "both were ours");
+        hub.committed_locally(9);
+        assert!(hub.foreign_change(7, 9), "8 came from another replica");
+        assert!(
+            hub.foreign_change(9, 3),
+            "a generation that went back is not ours"
+        );
+        // Forgotten once passed: a later poll over the same values treats them as foreign.
+        assert!(hub.foreign_change(5, 7));
+    }
 }

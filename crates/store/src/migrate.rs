@@ -102,6 +102,14 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
         "INSERT INTO meta (key, value) VALUES ('sync_generation', 0)",
     ],
+},
+Migration {
+    version: 2,
+    name: "index proxies by config",
+    // An approval's answer and a config's page list the config's proxies; without an index
+    // that scans every proxy of the fleet.
+    sqlite: &["CREATE INDEX proxies_config ON proxies (config_id, hostname)"],
+    postgres: &["CREATE INDEX proxies_config ON proxies (config_id, hostname)"],
 }];
 
 /// Applies every migration not yet recorded; returns the versions applied now.

@@ -250,6 +250,30 @@ pub async fn list_proxies_of_config(
     )
 }
 
+/// How many proxies are assigned to a config (an index count, no rows read).
+pub async fn count_proxies_of_config(conn: &mut AnyConnection, config_id: &str) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM proxies WHERE config_id = $1")
+            .bind(config_id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// Id and hostname of the proxies assigned to a config, by hostname (the two columns a config's
+/// page lists; a fleet's full rows are far larger).
+pub async fn list_proxy_refs_of_config(
+    conn: &mut AnyConnection,
+    config_id: &str,
+) -> Result<Vec<(String, String)>> {
+    Ok(
+        sqlx::query_as("SELECT id, hostname FROM proxies WHERE config_id = $1 ORDER BY hostname")
+            .bind(config_id)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
 /// Sets (or clears) the config of a proxy.
 pub async fn set_proxy_config(
     conn: &mut AnyConnection,
@@ -343,6 +367,54 @@ pub async fn record_ack(
     .bind(now)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// One agent's apply report, for [`record_acks`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ack {
+    /// Proxy id.
+    pub proxy_id: String,
+    /// The hash it now runs (None: none).
+    pub applied_hash: Option<String>,
+    /// With a failed apply: the error and the hash that failed.
+    pub error: Option<(String, String)>,
+    /// Epoch ms.
+    pub at: i64,
+}
+
+/// Records many acks in a few statements ([`record_ack`] for each, in order: when a proxy
+/// appears twice, its last ack wins). Rows are written in id order.
+pub async fn record_acks(conn: &mut AnyConnection, acks: &[Ack]) -> Result<()> {
+    let mut last: std::collections::BTreeMap<&str, &Ack> = std::collections::BTreeMap::new();
+    for a in acks {
+        last.insert(a.proxy_id.as_str(), a);
+    }
+    let rows: Vec<&Ack> = last.into_values().collect();
+    let numbered = !conn.backend_name().eq_ignore_ascii_case("sqlite");
+    for chunk in rows.chunks(500) {
+        let sql = format!(
+            "WITH v (id, applied_hash, last_error, last_error_hash, at) AS (VALUES {})
+             UPDATE proxies SET applied_hash = v.applied_hash, last_error = v.last_error,
+                last_error_hash = v.last_error_hash, last_ack_at = v.at, last_seen_at = v.at
+             FROM v WHERE proxies.id = v.id",
+            crate::telemetry::values_list(chunk.len(), 5, numbered)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for a in chunk {
+            let (message, hash) = match &a.error {
+                Some((m, h)) => (Some(m.as_str()), Some(h.as_str())),
+                None => (None, None),
+            };
+            q = q
+                .bind(&a.proxy_id)
+                .bind(a.applied_hash.as_deref())
+                .bind(message)
+                .bind(hash)
+                .bind(a.at);
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

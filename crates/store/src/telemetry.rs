@@ -144,7 +144,7 @@ pub fn fold_batch(samples: &[NewSample]) -> (Vec<NewSample>, Vec<RollupDelta>) {
 /// anonymous `?` placeholders instead. SQLite gets `?`: binding looks every numbered
 /// parameter's name up in a list, which is quadratic in a statement's parameter count (it was
 /// an eighth of the server's CPU with `$N`), while anonymous ones bind in order.
-fn values_list(rows: usize, cols: usize, numbered: bool) -> String {
+pub(crate) fn values_list(rows: usize, cols: usize, numbered: bool) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
         if r > 0 {
@@ -387,12 +387,15 @@ pub async fn log_lines(
     .await?)
 }
 
-/// Bumps the sync generation (in the caller's transaction) so other replicas wake their waiters.
-pub async fn bump_generation(conn: &mut AnyConnection) -> Result<()> {
-    sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'sync_generation'")
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Bumps the sync generation (in the caller's transaction) so other replicas wake their waiters;
+/// returns the new value, which only this transaction can have produced (so a replica can tell
+/// its own changes from others' once it committed).
+pub async fn bump_generation(conn: &mut AnyConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "UPDATE meta SET value = value + 1 WHERE key = 'sync_generation' RETURNING value",
+    )
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Current sync generation.

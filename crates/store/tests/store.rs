@@ -16,7 +16,7 @@ async fn open(postgres: bool, dir: &std::path::Path) -> Db {
         format!("sqlite://{}", dir.join("t.db").display())
     };
     let db = Db::connect(&url, 4).await.expect("connect");
-    assert_eq!(db.migrate().await.expect("migrate"), vec![1]);
+    assert_eq!(db.migrate().await.expect("migrate"), vec![1, 2]);
     db
 }
 

@@ -137,6 +137,11 @@ pub struct ConfigDetail {
     pub active: Option<VersionView>,
     /// Assigned proxies.
     pub proxies: Vec<ProxyRef>,
+    /// Present only when the change this answers committed but the list of proxies could not
+    /// be read afterwards: `proxies` is then empty (`proxy_count` is right); read the config
+    /// again for the list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxies_unavailable: Option<String>,
 }
 
 /// A proxy reference.
@@ -150,7 +155,7 @@ pub struct ProxyRef {
 
 async fn config_view(conn: &mut AnyConnection, c: &ConfigRow) -> ApiResult<ConfigView> {
     let working = apm_store::configs::working_version(&mut *conn, &c.id).await?;
-    let proxies = apm_store::proxies::list_proxies_of_config(&mut *conn, &c.id).await?;
+    let proxy_count = apm_store::proxies::count_proxies_of_config(&mut *conn, &c.id).await?;
     Ok(ConfigView {
         id: c.id.clone(),
         name: c.name.clone(),
@@ -161,7 +166,7 @@ async fn config_view(conn: &mut AnyConnection, c: &ConfigRow) -> ApiResult<Confi
             .unwrap_or_else(|| "active".into()),
         active_version: c.active_version,
         working_version: working.map(|w| w.version),
-        proxy_count: proxies.len(),
+        proxy_count: usize::try_from(proxy_count).unwrap_or(0),
         created_by: c.created_by.clone(),
         created_at: fmt_ms(c.created_at),
         updated_at: fmt_ms(c.updated_at),
@@ -169,25 +174,36 @@ async fn config_view(conn: &mut AnyConnection, c: &ConfigRow) -> ApiResult<Confi
 }
 
 async fn config_detail(conn: &mut AnyConnection, c: &ConfigRow) -> ApiResult<ConfigDetail> {
+    let mut detail = config_summary(&mut *conn, c).await?;
+    detail.proxies = proxy_refs(&mut *conn, &c.id).await?;
+    Ok(detail)
+}
+
+/// [`config_detail`] without the list of proxies (`proxy_count` is set).
+async fn config_summary(conn: &mut AnyConnection, c: &ConfigRow) -> ApiResult<ConfigDetail> {
     let view = config_view(&mut *conn, c).await?;
     let working = apm_store::configs::working_version(&mut *conn, &c.id).await?;
     let active = match c.active_version {
         Some(v) => apm_store::configs::get_version(&mut *conn, &c.id, v).await?,
         None => None,
     };
-    let proxies = apm_store::proxies::list_proxies_of_config(&mut *conn, &c.id).await?;
     Ok(ConfigDetail {
         config: view,
         working: working.as_ref().map(VersionView::of).transpose()?,
         active: active.as_ref().map(VersionView::of).transpose()?,
-        proxies: proxies
-            .into_iter()
-            .map(|p| ProxyRef {
-                id: p.id,
-                hostname: p.hostname,
-            })
-            .collect(),
+        proxies: Vec::new(),
+        proxies_unavailable: None,
     })
+}
+
+async fn proxy_refs(conn: &mut AnyConnection, config_id: &str) -> ApiResult<Vec<ProxyRef>> {
+    Ok(
+        apm_store::proxies::list_proxy_refs_of_config(conn, config_id)
+            .await?
+            .into_iter()
+            .map(|(id, hostname)| ProxyRef { id, hostname })
+            .collect(),
+    )
 }
 
 async fn load_config(conn: &mut AnyConnection, id: &str) -> ApiResult<ConfigRow> {
@@ -564,20 +580,44 @@ async fn approve(
     }
     apm_store::configs::supersede_others(&mut tx, &id, &w.id, now).await?;
     apm_store::configs::set_active_version(&mut tx, &id, w.version, now).await?;
-    apm_store::telemetry::bump_generation(&mut tx).await?;
+    let generation = apm_store::telemetry::bump_generation(&mut tx).await?;
     audit::record(&mut tx, &Actor::from(&caller), "config.approve", "config", Some(&id),
         Some(&json!({"version": w.version, "status": "pending_approval", "active_version": config.active_version})),
         Some(&json!({"version": w.version, "status": "active", "active_version": w.version,
                      "approval_mode": state.settings.approval_mode.as_str()}))).await?;
+    // Everything of the answer but the list of proxies (a count, and a few rows) is read in
+    // the transaction, so the answer cannot fail once the approval committed.
+    let config = load_config(&mut tx, &id).await?;
+    let detail = config_summary(&mut tx, &config).await?;
     tx.commit().await?;
+    state.hub.committed_locally(generation);
     // An approval changes no proxy row: waiters only re-resolve their config. They are woken
-    // before the answer is built: with a large fleet, listing the config's proxies for the
-    // answer takes longer than delivering the new version to all of them.
+    // before the list of proxies is read: with a large fleet, listing them takes longer than
+    // delivering the new version to all of them.
     state.hub.notify_configs();
-    let mut conn = state.db.pool().acquire().await?;
-    let config = load_config(&mut conn, &id).await?;
-    let detail = config_detail(&mut conn, &config).await?;
-    Ok(Json(detail))
+    Ok(Json(with_proxy_refs(&state, detail, &id).await))
+}
+
+/// Adds the list of proxies to an answer built inside a committed transaction. Reading it can
+/// fail (database gone, pool exhausted); the change is committed all the same, so the answer is
+/// still 200 and says the list is missing instead of turning into an error.
+async fn with_proxy_refs(state: &AppState, mut detail: ConfigDetail, id: &str) -> ConfigDetail {
+    let listed = async {
+        let mut conn = state.db.pool().acquire().await?;
+        proxy_refs(&mut conn, id).await
+    }
+    .await;
+    match listed {
+        Ok(refs) => detail.proxies = refs,
+        Err(e) => {
+            tracing::warn!(config_id = %id, error = ?e, "listing proxies for an answer after commit failed");
+            detail.proxies_unavailable = Some(
+                "the change is committed, but the list of proxies could not be read; GET the config for it"
+                    .into(),
+            );
+        }
+    }
+    detail
 }
 
 /// Rejection.
@@ -899,7 +939,7 @@ async fn assign_proxies(
         .into_iter()
         .map(|p| p.id)
         .collect();
-    apm_store::telemetry::bump_generation(&mut tx).await?;
+    let generation = apm_store::telemetry::bump_generation(&mut tx).await?;
     audit::record(
         &mut tx,
         &Actor::from(&caller),
@@ -912,6 +952,7 @@ async fn assign_proxies(
     .await?;
     let detail = config_detail(&mut tx, &config).await?;
     tx.commit().await?;
+    state.hub.committed_locally(generation);
     state.hub.notify();
     Ok(Json(detail))
 }
@@ -935,7 +976,7 @@ async fn unassign_proxy(
             ApiError::not_found(format!("proxy {proxy_id} is not assigned to config {id}"))
         })?;
     apm_store::proxies::set_proxy_config(&mut tx, &p.id, None).await?;
-    apm_store::telemetry::bump_generation(&mut tx).await?;
+    let generation = apm_store::telemetry::bump_generation(&mut tx).await?;
     audit::record(
         &mut tx,
         &Actor::from(&caller),
@@ -947,6 +988,7 @@ async fn unassign_proxy(
     )
     .await?;
     tx.commit().await?;
+    state.hub.committed_locally(generation);
     state.hub.notify();
     Ok(StatusCode::NO_CONTENT)
 }
@@ -958,4 +1000,50 @@ async fn policy_template(_caller: Caller) -> ApiResult<Json<Value>> {
     serde_json::to_value(apm_policy::template::default_policy())
         .map(Json)
         .map_err(ApiError::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> ConfigDetail {
+        ConfigDetail {
+            config: ConfigView {
+                id: "c1".into(),
+                name: "edge".into(),
+                description: String::new(),
+                status: "active".into(),
+                active_version: Some(2),
+                working_version: None,
+                proxy_count: 3,
+                created_by: "u".into(),
+                created_at: fmt_ms(0),
+                updated_at: fmt_ms(0),
+            },
+            working: None,
+            active: None,
+            proxies: Vec::new(),
+            proxies_unavailable: None,
+        }
+    }
+
+    /// After an approval committed, a failing read of the proxy list must not turn the
+    /// answer into an error: the database is closed here, so the read fails for real.
+    #[tokio::test]
+    async fn a_failed_read_after_commit_still_answers() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = apm_store::Db::connect(&url, 2).await.expect("db");
+        db.migrate().await.expect("migrate");
+        let state = AppState::new(db.clone(), crate::settings::Settings::default(), None);
+        let ok = with_proxy_refs(&state, summary(), "c1").await;
+        assert!(ok.proxies_unavailable.is_none());
+        assert!(ok.proxies.is_empty(), "no proxies assigned");
+        db.close().await;
+        let after = with_proxy_refs(&state, summary(), "c1").await;
+        let note = after.proxies_unavailable.as_deref().expect("says so");
+        assert!(note.contains("committed"), "{note}");
+        assert_eq!(after.config.proxy_count, 3);
+        assert_eq!(after.config.active_version, Some(2));
+    }
 }

@@ -252,10 +252,13 @@ async fn enroll(
     let credential = auth::new_token(prefix::AGENT);
     let credential_hash = auth::token_hash(&credential);
     let existing = apm_store::proxies::get_proxy_by_hostname(&mut tx, &body.hostname).await?;
+    let mut generation = None;
     let (proxy_id, action) = match existing {
         Some(p) => {
             apm_store::proxies::rotate_credential(&mut tx, &p.id, &credential_hash, &token.id, now)
                 .await?;
+            // Other replicas drop cached credentials when this moves.
+            generation = Some(apm_store::telemetry::bump_generation(&mut tx).await?);
             (p.id, "agent.reenroll")
         }
         None => {
@@ -300,6 +303,11 @@ async fn enroll(
     )
     .await?;
     tx.commit().await?;
+    if let Some(generation) = generation {
+        // The old credential must stop working now, not when its cache entry ages out.
+        state.hub.committed_locally(generation);
+        state.credentials.invalidate_all();
+    }
     Ok((
         StatusCode::CREATED,
         Json(EnrollResponse {
@@ -435,6 +443,8 @@ async fn revoke_proxy(
             p.hostname
         )));
     }
+    // Other replicas drop cached credentials when this moves.
+    let generation = apm_store::telemetry::bump_generation(&mut tx).await?;
     audit::record(
         &mut tx,
         &Actor::from(&caller),
@@ -448,6 +458,8 @@ async fn revoke_proxy(
     let p = load_proxy(&mut tx, &id).await?;
     let view = proxy_view(&state, &mut tx, &p).await?;
     tx.commit().await?;
+    state.hub.committed_locally(generation);
+    state.credentials.invalidate_all();
     Ok(Json(view))
 }
 
@@ -519,7 +531,7 @@ async fn open_capture(
         until_at: now + i64::from(body.duration_minutes) * 60_000,
     };
     apm_store::proxies::open_capture(&mut tx, &c).await?;
-    apm_store::telemetry::bump_generation(&mut tx).await?;
+    let generation = apm_store::telemetry::bump_generation(&mut tx).await?;
     let view = CaptureView::of(&c, now);
     audit::record(
         &mut tx,
@@ -532,6 +544,7 @@ async fn open_capture(
     )
     .await?;
     tx.commit().await?;
+    state.hub.committed_locally(generation);
     state.hub.notify();
     Ok((StatusCode::CREATED, Json(view)))
 }
