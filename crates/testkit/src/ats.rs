@@ -382,8 +382,10 @@ impl AtsInstance {
             .args([
                 "sh",
                 "-c",
+                // No `--` before the group: dash's `kill` (Debian's /bin/sh) rejects it, and
+                // the group would survive.
                 "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; \
-                 kill -TERM -- -\"$2\" 2>/dev/null; sleep 2; kill -KILL -- -\"$2\" 2>/dev/null",
+                 kill -TERM -\"$2\" 2>/dev/null; sleep 2; kill -KILL -\"$2\" 2>/dev/null",
                 "apm-ats-watchdog",
                 &std::process::id().to_string(),
                 &pgid.to_string(),
