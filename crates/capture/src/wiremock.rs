@@ -12,8 +12,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::dedupe::DedupeKey;
-use crate::sanitize::stream::{KeyAction, Rewrite, rewrite};
-use crate::sanitize::{BodyContent, Kind, SanitizedBody, SanitizedExchange};
+use crate::sanitize::{BodyContent, SanitizedBody, SanitizedExchange};
 
 /// Response headers never copied into a stub: hop-by-hop headers, and the ones describing an
 /// encoding or length that no longer applies once the body is decoded and re-served.
@@ -329,34 +328,64 @@ fn placeholder(v: &str) -> String {
     }
 }
 
-/// Rewrites string values holding a marker into placeholders (keys stay as they are).
-struct Placeholders;
-
-impl Rewrite for Placeholders {
-    fn key(&mut self, _: &str, _: Option<u8>) -> KeyAction {
-        KeyAction {
-            key: None,
-            value: None,
-        }
-    }
-    fn string(&mut self, v: &str, _: Option<u8>) -> Option<String> {
-        has_marker(v).then(|| placeholder(v))
-    }
-    fn integer(&mut self, _: &str) -> Option<String> {
-        None
-    }
-    fn replaced(&mut self, _: Kind) {}
-}
-
 /// The JSON with sanitized string values replaced by placeholders, and whether any was.
+///
+/// `json` is the sanitizer's output, so it is valid JSON and quotes occur only around
+/// strings: a scan from quote to quote finds every string token without a full parse. A
+/// token followed by `:` is a key and stays as it is.
 fn with_placeholders(json: &[u8]) -> (Cow<'_, [u8]>, bool) {
-    if memchr::memmem::find(json, MARKER.as_bytes()).is_none() {
+    let finder = memchr::memmem::Finder::new(MARKER.as_bytes());
+    let Some(first) = finder.find(json) else {
+        return (Cow::Borrowed(json), false);
+    };
+    let mut out = Vec::with_capacity(json.len() + 64);
+    let mut copied = 0;
+    let mut next_marker = Some(first);
+    let mut i = 0;
+    while let Some(marker) = next_marker {
+        let Some(q) = memchr::memchr(b'"', &json[i..]) else {
+            break;
+        };
+        let start = i + q;
+        let Some(end) = string_end(json, start) else {
+            break;
+        };
+        i = end;
+        if marker >= end {
+            continue;
+        }
+        // The marker lies inside this token; find the next one after it.
+        next_marker = finder.find(&json[end..]).map(|k| end + k);
+        let is_key = json[end..]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b':');
+        if is_key {
+            continue;
+        }
+        let Ok(text) = serde_json::from_slice::<Cow<'_, str>>(&json[start..end]) else {
+            continue;
+        };
+        out.extend_from_slice(&json[copied..start]);
+        write_str(&mut out, &placeholder(&text));
+        copied = end;
+    }
+    if copied == 0 {
         return (Cow::Borrowed(json), false);
     }
-    match rewrite(json.to_vec(), &mut Placeholders) {
-        Ok((out, changed)) => (Cow::Owned(out), changed),
-        // The sanitizer produced this text as valid JSON; keep it as it is if not.
-        Err(_) => (Cow::Borrowed(json), false),
+    out.extend_from_slice(&json[copied..]);
+    (Cow::Owned(out), true)
+}
+
+/// The end (one past the closing quote) of the string token opening at `start`.
+fn string_end(json: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        let k = memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        if json[i + k] == b'"' {
+            return Some(i + k + 1);
+        }
+        i += k + 2;
     }
 }
 
@@ -457,6 +486,8 @@ pub fn file_name(method: &str, path: &str, id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sanitize::Kind;
+    use crate::sanitize::stream::{KeyAction, Rewrite, rewrite};
 
     #[test]
     fn marker_regexes() {
@@ -468,11 +499,59 @@ mod tests {
         assert!(used);
         assert_eq!(
             std::str::from_utf8(&out).expect("utf8"),
-            r#"{"a":"${json-unit.ignore}","b":["${json-unit.regex}x .+?"],"SANITIZED_EMAIL":1}"#
+            r#"{"a": "${json-unit.ignore}", "b": ["${json-unit.regex}x .+?"], "SANITIZED_EMAIL": 1}"#
         );
         let (out, used) = with_placeholders(br#"{"a": 1}"#);
         assert!(!used);
         assert_eq!(&*out, br#"{"a": 1}"#);
+    }
+
+    /// The walker-based form of the placeholder rewrite: the reference for the quote scan.
+    struct Placeholders;
+
+    impl Rewrite for Placeholders {
+        fn key(&mut self, _: &str, _: Option<u8>) -> KeyAction {
+            KeyAction {
+                key: None,
+                value: None,
+            }
+        }
+        fn string(&mut self, v: &str, _: Option<u8>) -> Option<String> {
+            has_marker(v).then(|| placeholder(v))
+        }
+        fn integer(&mut self, _: &str) -> Option<String> {
+            None
+        }
+        fn replaced(&mut self, _: Kind) {}
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn placeholder_scan_equals_the_walker(
+            doc in proptest::collection::vec(
+                (
+                    proptest::sample::select(&["k", "SANITIZED_EMAIL", "a\\\"b", "x SANITIZED_PHONE"][..]),
+                    proptest::sample::select(&[
+                        "\"SANITIZED_EMAIL\"", "\"a \\\"SANITIZED_CARD\\\" b\"", "1", "null",
+                        "[\"SANITIZED_JWT\",\"x\"]", "{\"SANITIZED_PHONE\":\"SANITIZED_PHONE\"}",
+                        "\"plain\"", "\"\\u00e9 SANITIZED_DOCUMENT\"",
+                    ][..]),
+                ),
+                0..6,
+            )
+        ) {
+            let members: Vec<String> = doc
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", serde_json::to_string(k).expect("key")))
+                .collect();
+            let json = format!("{{{}}}", members.join(","));
+            let (scan, used) = with_placeholders(json.as_bytes());
+            let (walk, changed) = rewrite(json.clone().into_bytes(), &mut Placeholders).expect("json");
+            proptest::prop_assert_eq!(used, changed);
+            let scan: Value = serde_json::from_slice(&scan).expect("json");
+            let walk: Value = serde_json::from_slice(&walk).expect("json");
+            proptest::prop_assert_eq!(scan, walk);
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@
 mod wiremock;
 
 // The pipeline allocates many small strings per exchange; mimalloc serves them faster than
-// glibc's allocator (the `apm` binary uses it too).
+// glibc's allocator. (Bench binary only: the `apm` binary keeps the system allocator.)
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

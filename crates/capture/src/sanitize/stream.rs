@@ -47,12 +47,31 @@ pub(crate) trait Rewrite {
 struct SanitizeJson<'s> {
     s: &'s Sanitizer,
     stats: SanitizeStats,
+    /// Keys that passed the cheap test and what they name: bodies repeat their keys (one
+    /// per array element), so the keyword automaton runs once per distinct key.
+    seen: Vec<(Box<str>, Option<Kind>)>,
+}
+
+impl SanitizeJson<'_> {
+    fn field_kind(&mut self, key: &str) -> Option<Kind> {
+        if self.s.field_is_plain(key) {
+            return None;
+        }
+        if let Some((_, kind)) = self.seen.iter().find(|(k, _)| **k == *key) {
+            return *kind;
+        }
+        let kind = self.s.field_kind(key);
+        if self.seen.len() < 32 {
+            self.seen.push((key.into(), kind));
+        }
+        kind
+    }
 }
 
 impl Rewrite for SanitizeJson<'_> {
     fn key(&mut self, key: &str, class: Option<u8>) -> KeyAction {
         KeyAction {
-            value: self.s.field_kind(key),
+            value: self.field_kind(key),
             key: self.string(key, class),
         }
     }
@@ -83,6 +102,7 @@ pub(crate) fn sanitize(
     let mut r = SanitizeJson {
         s,
         stats: SanitizeStats::default(),
+        seen: Vec::new(),
     };
     let (out, _) = rewrite(input, &mut r)?;
     stats.merge(&r.stats);
@@ -164,7 +184,16 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
     }
 
     /// Skips whitespace; with `drop`, it is left out of the output.
+    #[inline(always)]
     fn ws(&mut self, drop: bool) {
+        // Compact input (the common case) has none: one comparison.
+        if let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.ws_run(drop);
+        }
+    }
+
+    #[inline(never)]
+    fn ws_run(&mut self, drop: bool) {
         let start = self.pos;
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
             self.pos += 1;

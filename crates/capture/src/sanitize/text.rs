@@ -144,6 +144,10 @@ impl TextRules {
         if g & G_NON_DIGIT == 0 {
             return bare_digits(input, stats);
         }
+        if g & (G_JWT | G_AT | G_KV) == 0 && too_few_digits(input) {
+            // Only the numeric rules could apply, and none can match.
+            return None;
+        }
         self.apply_general(input, stats)
     }
 
@@ -403,16 +407,31 @@ const fn class(b: u8) -> u8 {
     c
 }
 
+/// Fewer than 8 digits (every phone, document and card has more) and fewer than 14
+/// characters of `0-9A-Z` (an alphanumeric CNPJ has 14): no numeric rule can replace
+/// anything. Ids, SKUs, versions and short codes stop here.
+fn too_few_digits(t: &[u8]) -> bool {
+    let (digits, alnum) = t.iter().fold((0u32, 0u32), |(d, a), &b| {
+        let digit = u32::from(b.is_ascii_digit());
+        (d + digit, a + digit + u32::from(b.is_ascii_uppercase()))
+    });
+    digits < 8 && alnum < 14
+}
+
 /// Only ASCII digits: no JWT, email, keyed value, phone (those need `+`, spaces or
 /// parentheses) or formatted document can be in it, and the digit-run rule sees one run
 /// without separators: the whole string is a CPF, a CNPJ, a card or nothing.
 fn bare_digits(t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
-    if t.len() < 11 {
+    // What `analyse_run` decides for a run without separators, without its buffers.
+    let kind = if (t.len() == 11 && cpf_valid(t)) || (t.len() == 14 && cnpj_valid(t)) {
+        Kind::Document
+    } else if t.len() >= 11 && card_valid(t) {
+        Kind::Card
+    } else {
         return None;
-    }
-    let mut repls = Vec::new();
-    analyse_run(t, 0, [true, true], &mut repls, s);
-    splice(t, repls)
+    };
+    s.add(kind);
+    Some(kind.marker().as_bytes().to_vec())
 }
 
 /// Decides what a run of digits (with single space/dash separators) is.
@@ -561,9 +580,7 @@ impl TextRules {
     /// `secret`, `api_key`, `access_key`, `private_key`, with `_`, `-` or nothing between),
     /// else `None`. One scan of the key.
     pub(crate) fn key_kind(&self, key: &[u8]) -> Option<Kind> {
-        // Most keys hold none of the letters every key word needs; skip the automaton then.
-        let letters = letters(key);
-        if !KEY_WORD_LETTERS.iter().any(|w| letters & w == *w) {
+        if !key_may_name_a_secret(key) {
             return None;
         }
         self.key_words(key)
@@ -584,6 +601,13 @@ impl TextRules {
     fn key_is_password(&self, key: &[u8]) -> bool {
         self.key_kind(key) == Some(Kind::Password)
     }
+}
+
+/// False when `key` lacks the letters every key word needs (most keys): then
+/// [`TextRules::key_kind`] is `None` without running the automaton.
+pub(crate) fn key_may_name_a_secret(key: &[u8]) -> bool {
+    let letters = letters(key);
+    KEY_WORD_LETTERS.iter().any(|w| letters & w == *w)
 }
 
 /// The set of ASCII letters (case-folded) in `t`, as bits.
@@ -703,6 +727,7 @@ mod tests {
                 "[0-9]{0,22}",
                 "[0-9 .()/+-]{0,24}",
                 "[a-zA-Z0-9 .@%:=_-]{0,30}",
+                "[A-Z0-9 .()/+-]{0,24}",
                 any::<String>(),
                 proptest::sample::select(&[
                     "52998224725", "11222333000181", "4111111111111111", "1763000000000",
