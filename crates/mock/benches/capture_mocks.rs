@@ -148,6 +148,11 @@ fn corpus(n: u64) -> String {
 
 fn pipeline_bench(quick: bool) -> String {
     let n = if quick { 300 } else { 2000 };
+    // Other work on the machine slows both sides unevenly: record how busy it was.
+    let load_before = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
     let text = corpus(n);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("corpus.jsonl");
@@ -201,7 +206,7 @@ fn pipeline_bench(quick: bool) -> String {
          | implementation | exchanges/s | body MiB/s | time |\n|---|---:|---:|---:|\n\
          | apm-capture (Rust, best of runs) | {:.0} | {:.1} | {:.3} s |\n\
          | seed algorithm (Python {}) | {:.0} | {:.2} | {:.3} s |\n\n\
-         ratio: **{:.0}×** the Python baseline per core (target ≥ 100×)\n",
+         ratio: **{:.0}×** the Python baseline per core (target ≥ 100×); load average before: {}\n",
         bytes as f64 / n as f64 / 1024.0,
         v["unique"],
         out_bytes as f64 / (1024.0 * 1024.0),
@@ -212,7 +217,8 @@ fn pipeline_bench(quick: bool) -> String {
         py_rate,
         mib / py_secs,
         py_secs,
-        rust_rate / py_rate
+        rust_rate / py_rate,
+        load_before
     )
 }
 
