@@ -281,7 +281,10 @@ fn dedupe_is_deterministic_and_ignores_query_order_and_json_whitespace() {
         panic!("first text body is new")
     };
     assert_eq!(t2, Outcome::Duplicate(kt), "whitespace does not matter");
-    assert!(matches!(t3, Outcome::New(_)), "member order of a text body does");
+    assert!(
+        matches!(t3, Outcome::New(_)),
+        "member order of a text body does"
+    );
     // Two emails that sanitize to the same marker are the same request after sanitizing.
     let d = p.process(mk(r#"{"u":"ana@example.com"}"#, ""));
     let e = p.process(mk(r#"{"u":"bob@example.org"}"#, ""));
