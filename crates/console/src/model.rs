@@ -263,6 +263,43 @@ pub struct Point {
     pub avg: f64,
     /// Last in the bucket.
     pub last: f64,
+    /// Counters: per-second increase since the previous point.
+    pub rate_per_s: Option<f64>,
+}
+
+/// Whether a metric counts events (chart its rate) or is a level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    /// Counts events since the process started; charted as a rate.
+    Counter,
+    /// A level; charted as it is.
+    #[default]
+    Gauge,
+}
+
+/// One step of `GET /api/v1/stats/fleet`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct FleetPoint {
+    /// Epoch ms of the step's start.
+    pub t_ms: i64,
+    /// Sum (gauge) or fleet rate per second (counter).
+    pub value: f64,
+    /// Proxies that reported.
+    pub proxies: i64,
+}
+
+/// `GET /api/v1/stats/fleet`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct FleetSeriesReply {
+    /// Counter or gauge.
+    pub kind: Option<MetricKind>,
+    /// Step width in seconds.
+    pub step_seconds: i64,
+    /// Steps, oldest first.
+    pub points: Vec<FleetPoint>,
 }
 
 /// `GET /api/v1/proxies/{id}/stats`.
@@ -271,6 +308,8 @@ pub struct Point {
 pub struct SeriesReply {
     /// Metric.
     pub metric: Option<String>,
+    /// Counter or gauge (with a metric).
+    pub kind: Option<MetricKind>,
     /// Points.
     pub points: Vec<Point>,
     /// Metrics that have data.

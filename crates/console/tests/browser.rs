@@ -199,13 +199,14 @@ async fn a_new_user_runs_the_whole_approval_flow(engine: Engine) {
     let root = server.login("root", ROOT_PASSWORD).await;
     let (proxy_id, agent) = server.enroll(&root, "edge-1.example", "9.2.5").await;
     let (proxy2_id, agent2) = server.enroll(&root, "edge-2.example", "10.1.0").await;
-    // Metric samples over the last minutes, so the charts have lines.
+    // Metric samples every 5 minutes over the last two hours, so the proxy's charts (raw,
+    // last hour) and the fleet's (5-minute steps) have lines.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    for i in 0..12u64 {
-        let ts = now - (11 - i) * 60;
+    for i in 0..24u64 {
+        let ts = now - (23 - i) * 300;
         server
             .call(
                 reqwest::Method::POST,
@@ -531,6 +532,21 @@ async fn a_new_user_runs_the_whole_approval_flow(engine: Engine) {
             .expect("log")
             .contains("parent_select")
     );
+    // Counters are charted as rates (130 hits per 5 minutes ≈ 0.43/s), levels as they are.
+    let captions: Vec<String> = tab
+        .eval("[...document.querySelectorAll('.chart-box figcaption')].map(f => f.querySelector('span').textContent + ' = ' + f.querySelector('strong').textContent)")
+        .await
+        .expect("chart captions");
+    assert!(
+        captions.iter().any(|c| c == "RAM cache hits /s = 0.43"),
+        "{captions:?}"
+    );
+    assert!(
+        captions
+            .iter()
+            .any(|c| c.starts_with("Client connections (current) = ")),
+        "{captions:?}"
+    );
     shot(&tab, "07-proxy-detail").await;
 
     // A new proxy: the admin creates an enrollment token on the page, an agent enrolls with it.
@@ -777,6 +793,15 @@ async fn a_new_user_runs_the_whole_approval_flow(engine: Engine) {
     tab.wait_for("svg.chart polyline")
         .await
         .expect("a chart with a line");
+    // The fleet charts: the server sums levels and turns counters into rates per second.
+    let captions: Vec<String> = tab
+        .eval("[...document.querySelectorAll('.chart-box figcaption')].map(f => f.querySelector('span').textContent + ' = ' + f.querySelector('strong').textContent)")
+        .await
+        .expect("chart captions");
+    assert!(
+        captions.iter().any(|c| c == "RAM cache hits /s = 0.43"),
+        "{captions:?}"
+    );
     shot(&tab, "11-dashboard-after").await;
 
     // API tokens of the current user: shown once.

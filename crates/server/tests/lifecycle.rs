@@ -5,7 +5,7 @@ mod common;
 
 use common::{Db, Srv, policy, policy_with_domain};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 both_dbs!(
     full_lifecycle,
@@ -568,6 +568,99 @@ async fn proxies_and_telemetry(db: Db) {
         r.body["available_metrics"].as_array().expect("names").len(),
         2
     );
+    // A counter's answer says so and carries per-second rates (constant here: rate 0).
+    let r = s
+        .get(&format!("/api/v1/proxies/{p1}/stats?metric=proxy.process.cache.ram_cache.hits&since=1699999999&until=1700000100&resolution=raw"), &regular)
+        .await;
+    assert_eq!(r.body["kind"], "counter", "{}", r.body);
+    let rates: Vec<Value> = r.body["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| p["rate_per_s"].clone())
+        .collect();
+    assert_eq!(rates, vec![Value::Null, json!(0.0), json!(0.0)]);
+
+    // The fleet series: a second proxy, three 5-minute steps; the gauge is summed, the
+    // counter becomes the fleet's per-second rate.
+    let (_, agent2) = s.enroll(&admin, "edge-2").await;
+    let t0: i64 = 1_700_001_000; // a multiple of 300 s: steps start on bucket boundaries
+    for (k, (hits1, hits2)) in [(1000, 0), (1600, 300), (2200, 600)]
+        .into_iter()
+        .enumerate()
+    {
+        let ts = (t0 + k as i64 * 300 + 10).to_string();
+        for (agent, host, hits, conns) in
+            [(&agent1, "edge-1", hits1, 4), (&agent2, "edge-2", hits2, 6)]
+        {
+            let r = s.post("/api/v1/sync/stats", agent, json!({"hostname": host, "timestamp": ts,
+                "metrics": {"proxy.process.http.current_client_connections": conns, "proxy.process.http.incoming_requests": hits}}))
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        }
+    }
+    let window = format!("since={t0}&until={}", t0 + 900);
+    let r = s
+        .get(
+            &format!("/api/v1/stats/fleet?metric=proxy.process.http.incoming_requests&{window}"),
+            &regular,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["kind"], "counter");
+    assert_eq!(r.body["step_seconds"], 300);
+    let steps: Vec<(f64, i64)> = r.body["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| {
+            (
+                p["value"].as_f64().expect("value"),
+                p["proxies"].as_i64().expect("proxies"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![(3.0, 2), (3.0, 2)],
+        "2/s + 1/s, from the second step on"
+    );
+    let r = s
+        .get(
+            &format!(
+                "/api/v1/stats/fleet?metric=proxy.process.http.current_client_connections&{window}"
+            ),
+            &regular,
+        )
+        .await;
+    assert_eq!(r.body["kind"], "gauge");
+    let sums: Vec<f64> = r.body["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| p["value"].as_f64().expect("value"))
+        .collect();
+    assert_eq!(sums, vec![10.0, 10.0, 10.0]);
+    let r = s
+        .get(&format!("/api/v1/stats/fleet?{window}"), &regular)
+        .await;
+    assert_eq!(
+        r.body["available_metrics"],
+        json!([
+            "proxy.process.http.current_client_connections",
+            "proxy.process.http.incoming_requests"
+        ])
+    );
+    s.get(
+        "/api/v1/stats/fleet?since=2000-01-01T00:00:00Z&until=1999-01-01T00:00:00Z",
+        &regular,
+    )
+    .await
+    .problem(StatusCode::BAD_REQUEST);
+    s.get("/api/v1/stats/fleet?step=60", &regular)
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+
     s.get(
         &format!("/api/v1/proxies/{p1}/stats?resolution=1h"),
         &regular,

@@ -363,6 +363,14 @@ const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        template: "/api/v1/stats/fleet",
+        access: Access::User,
+        query: "?metric=proxy.process.http.incoming_requests",
+        body: none,
+        fresh_session: false,
+    },
+    Route {
+        method: "GET",
         template: "/api/v1/sync",
         access: Access::Agent,
         query: "?hostname=edge-1&wait=0",

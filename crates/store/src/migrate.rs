@@ -110,6 +110,15 @@ Migration {
     // that scans every proxy of the fleet.
     sqlite: &["CREATE INDEX proxies_config ON proxies (config_id, hostname)"],
     postgres: &["CREATE INDEX proxies_config ON proxies (config_id, hostname)"],
+},
+Migration {
+    version: 3,
+    name: "index rollups by metric",
+    // Fleet charts sum one metric over every proxy; the primary key starts with the proxy.
+    // Rollup rows are updated in place on every push, but their (metric, bucket) never
+    // changes, so the index costs one entry per proxy, metric and 5 minutes.
+    sqlite: &["CREATE INDEX stats_rollup_metric ON stats_rollup (metric, bucket)"],
+    postgres: &["CREATE INDEX stats_rollup_metric ON stats_rollup (metric, bucket)"],
 }];
 
 /// Applies every migration not yet recorded; returns the versions applied now.

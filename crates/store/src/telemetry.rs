@@ -308,6 +308,78 @@ pub async fn latest_values(conn: &mut AnyConnection, since: i64) -> Result<Vec<L
     .await?)
 }
 
+/// One step of a fleet-wide series: a 5-minute bucket and the proxies that reported in it.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct FleetPoint {
+    /// Bucket start, epoch ms.
+    pub t: i64,
+    /// Sum over the proxies of the bucket's value (gauge) or per-second rate (counter).
+    pub value: f64,
+    /// Proxies that contributed.
+    pub proxies: i64,
+}
+
+/// Sum over every proxy of a gauge's last value in each 5-minute bucket in [since, until).
+pub async fn fleet_gauge_series(
+    conn: &mut AnyConnection,
+    metric: &str,
+    since: i64,
+    until: i64,
+) -> Result<Vec<FleetPoint>> {
+    Ok(sqlx::query_as(
+        "SELECT bucket AS t, SUM(last) AS value, COUNT(*) AS proxies FROM stats_rollup
+         WHERE metric = $1 AND bucket >= $2 AND bucket < $3 GROUP BY bucket ORDER BY bucket",
+    )
+    .bind(metric)
+    .bind(since - since.rem_euclid(ROLLUP_MS))
+    .bind(until)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Sum over every proxy of a counter's per-second rate in each 5-minute bucket in
+/// [since, until): each proxy's rate is the increase of its last value since its previous
+/// bucket divided by the time between the two samples. A value below the previous one is a
+/// counter reset (ATS restarted), so the increase is the value itself. A proxy's first bucket
+/// has no rate; the bucket before `since` is read so the first step in range has one.
+pub async fn fleet_counter_rates(
+    conn: &mut AnyConnection,
+    metric: &str,
+    since: i64,
+    until: i64,
+) -> Result<Vec<FleetPoint>> {
+    let from = since - since.rem_euclid(ROLLUP_MS);
+    Ok(sqlx::query_as(
+        "SELECT bucket AS t,
+                SUM(CASE WHEN d < 0 THEN last ELSE d END * 1000.0 / dt) AS value,
+                COUNT(*) AS proxies
+         FROM (SELECT bucket, last,
+                      last - LAG(last) OVER w AS d,
+                      last_ts - LAG(last_ts) OVER w AS dt
+               FROM stats_rollup
+               WHERE metric = $1 AND bucket >= $2 AND bucket < $3
+               WINDOW w AS (PARTITION BY proxy_id ORDER BY bucket)) steps
+         WHERE dt > 0 AND bucket >= $4
+         GROUP BY bucket ORDER BY bucket",
+    )
+    .bind(metric)
+    .bind(from - ROLLUP_MS)
+    .bind(until)
+    .bind(from)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Metric names any proxy reported in a bucket at or after `since`.
+pub async fn fleet_metric_names(conn: &mut AnyConnection, since: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT metric FROM stats_rollup WHERE bucket >= $1 ORDER BY metric",
+    )
+    .bind(since - since.rem_euclid(ROLLUP_MS))
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Applies retention: raw samples older than `raw_before`, rollups older than `rollup_before`,
 /// log lines older than `logs_before`. Returns the number of rows deleted.
 pub async fn apply_retention(

@@ -16,7 +16,7 @@ async fn open(postgres: bool, dir: &std::path::Path) -> Db {
         format!("sqlite://{}", dir.join("t.db").display())
     };
     let db = Db::connect(&url, 4).await.expect("connect");
-    assert_eq!(db.migrate().await.expect("migrate"), vec![1, 2]);
+    assert_eq!(db.migrate().await.expect("migrate"), vec![1, 2, 3]);
     db
 }
 
@@ -35,7 +35,8 @@ both!(
     migrations_are_idempotent,
     unique_names_are_conflicts,
     approval_is_conditional,
-    rollups_and_retention
+    rollups_and_retention,
+    fleet_series_sum_gauges_and_rate_counters
 );
 
 async fn migrations_are_idempotent(pg: bool) {
@@ -153,14 +154,11 @@ async fn approval_is_conditional(pg: bool) {
     assert_eq!(winners, 1);
 }
 
-async fn rollups_and_retention(pg: bool) {
-    let dir = tempfile::tempdir().expect("dir");
-    let db = open(pg, dir.path()).await;
-    let mut tx = db.begin_write().await.expect("tx");
-    let p = apm_store::proxies::ProxyRow {
+fn proxy(hostname: &str) -> apm_store::proxies::ProxyRow {
+    apm_store::proxies::ProxyRow {
         id: new_id(),
-        hostname: "h".into(),
-        credential_hash: "c".into(),
+        hostname: hostname.into(),
+        credential_hash: format!("credential of {hostname}"),
         enrolled_at: 0,
         enrollment_token_id: None,
         revoked_at: None,
@@ -174,7 +172,14 @@ async fn rollups_and_retention(pg: bool) {
         last_ack_at: None,
         last_seen_at: None,
         capture_until: None,
-    };
+    }
+}
+
+async fn rollups_and_retention(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    let mut tx = db.begin_write().await.expect("tx");
+    let p = proxy("h");
     apm_store::proxies::insert_proxy(&mut tx, &p)
         .await
         .expect("proxy");
@@ -236,5 +241,76 @@ async fn rollups_and_retention(pg: bool) {
             .expect("rollup")
             .len(),
         1
+    );
+}
+
+async fn fleet_series_sum_gauges_and_rate_counters(pg: bool) {
+    use apm_store::telemetry::{FleetPoint, ROLLUP_MS};
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    let (a, b) = (proxy("a"), proxy("b"));
+    let mut tx = db.begin_write().await.expect("tx");
+    for p in [&a, &b] {
+        apm_store::proxies::insert_proxy(&mut tx, p)
+            .await
+            .expect("proxy");
+    }
+    // Samples at the end of buckets 1..=4 (one per proxy and bucket, 300 s apart).
+    // a's counter grows 600 per step (2/s) and is reset in bucket 4 (restart, now 150);
+    // b's grows 300 per step (1/s) and only reports from bucket 2 on.
+    let at = |k: i64| k * ROLLUP_MS + 1000;
+    let samples: Vec<(&str, i64, &str, f64)> = vec![
+        (&a.id, at(1), "hits", 1000.0),
+        (&a.id, at(2), "hits", 1600.0),
+        (&a.id, at(3), "hits", 2200.0),
+        (&a.id, at(4), "hits", 150.0),
+        (&b.id, at(2), "hits", 50.0),
+        (&b.id, at(3), "hits", 350.0),
+        (&b.id, at(4), "hits", 650.0),
+        (&a.id, at(3), "conns", 7.0),
+        (&b.id, at(3), "conns", 5.0),
+        (&b.id, at(4), "conns", 4.0),
+    ];
+    for (id, ts, metric, v) in samples {
+        apm_store::telemetry::insert_sample(&mut tx, id, metric, ts, v)
+            .await
+            .expect("sample");
+    }
+    tx.commit().await.expect("commit");
+    let mut conn = db.pool().acquire().await.expect("conn");
+    let point = |k: i64, value: f64, proxies: i64| FleetPoint {
+        t: k * ROLLUP_MS,
+        value,
+        proxies,
+    };
+    assert_eq!(
+        apm_store::telemetry::fleet_gauge_series(&mut conn, "conns", 0, 10 * ROLLUP_MS)
+            .await
+            .expect("gauge"),
+        vec![point(3, 12.0, 2), point(4, 4.0, 1)]
+    );
+    assert_eq!(
+        apm_store::telemetry::fleet_counter_rates(&mut conn, "hits", 0, 10 * ROLLUP_MS)
+            .await
+            .expect("rates"),
+        vec![point(2, 2.0, 1), point(3, 3.0, 2), point(4, 0.5 + 1.0, 2)]
+    );
+    // The bucket before `since` is read, so the first bucket in range still has a rate.
+    assert_eq!(
+        apm_store::telemetry::fleet_counter_rates(
+            &mut conn,
+            "hits",
+            3 * ROLLUP_MS + 5,
+            10 * ROLLUP_MS
+        )
+        .await
+        .expect("rates"),
+        vec![point(3, 3.0, 2), point(4, 1.5, 2)]
+    );
+    assert_eq!(
+        apm_store::telemetry::fleet_metric_names(&mut conn, 4 * ROLLUP_MS)
+            .await
+            .expect("names"),
+        vec!["conns".to_string(), "hits".to_string()]
     );
 }

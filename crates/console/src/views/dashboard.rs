@@ -1,7 +1,6 @@
 //! The dashboard: fleet counts, pending approvals, drift with last errors, and fleet metric
-//! charts (the sum over online proxies of each metric, per minute, over the last hour).
-
-use std::collections::BTreeMap;
+//! charts (each metric over the whole fleet in 5-minute steps for the last 6 hours: levels
+//! summed, counters as per-second rates).
 
 use askama::Template;
 use axum::response::Response;
@@ -9,11 +8,9 @@ use axum::response::Response;
 use crate::api::{Api, q};
 use crate::chart::{Series, line_chart};
 use crate::ctx::{Chrome, Ctx, UiError, page};
-use crate::model::{Config, Dashboard, Proxy, SeriesReply};
+use crate::model::{Config, Dashboard, FleetSeriesReply, MetricKind};
 use crate::views::{metric_label, short_hash, when};
 
-/// Most proxies whose series are summed into the fleet charts.
-const CHART_PROXIES: usize = 25;
 /// Most charts on the dashboard.
 const CHARTS: usize = 4;
 
@@ -46,60 +43,40 @@ struct DashboardPage {
     charts: Vec<ChartView>,
 }
 
-/// Per-minute sums of one metric over several proxies.
-pub fn fleet_series(per_proxy: &[Vec<(i64, f64)>]) -> Vec<(i64, f64)> {
-    let mut buckets: BTreeMap<i64, f64> = BTreeMap::new();
-    for points in per_proxy {
-        // Last value of this proxy in each minute, then summed across proxies.
-        let mut mine: BTreeMap<i64, f64> = BTreeMap::new();
-        for (t, v) in points {
-            mine.insert(t.div_euclid(60_000) * 60_000, *v);
-        }
-        for (t, v) in mine {
-            *buckets.entry(t).or_insert(0.0) += v;
-        }
-    }
-    buckets.into_iter().collect()
-}
-
-/// Charts of `metrics` summed over `proxies`.
-pub async fn fleet_charts(api: &Api, proxies: &[Proxy], metrics: &[String]) -> Vec<ChartView> {
+/// One chart per metric (at most [`CHARTS`]) of the whole fleet over the last 6 hours:
+/// gauges summed, counters as the fleet's rate per second — the server aggregates, so the
+/// page costs one request per chart whatever the fleet's size.
+pub async fn fleet_charts(api: &Api, metrics: &[String]) -> Vec<ChartView> {
     let mut charts = Vec::new();
     for metric in metrics.iter().take(CHARTS) {
-        let mut per_proxy = Vec::new();
-        for p in proxies.iter().take(CHART_PROXIES) {
-            if let Ok(s) = api
-                .get::<SeriesReply>(&format!(
-                    "/api/v1/proxies/{}/stats?metric={}",
-                    p.id,
-                    q(metric)
-                ))
-                .await
-            {
-                per_proxy.push(
-                    s.points
-                        .iter()
-                        .map(|pt| (pt.t_ms, pt.last))
-                        .collect::<Vec<_>>(),
-                );
-            }
-        }
-        let points = fleet_series(&per_proxy);
-        let latest = points
-            .last()
-            .map(|(_, v)| crate::chart::compact(*v))
-            .unwrap_or_else(|| "—".into());
-        let title = metric_label(metric);
-        let svg = line_chart(
-            &title,
-            &[Series {
-                label: title.clone(),
-                points,
-            }],
-        );
-        charts.push(ChartView { title, latest, svg });
+        let series = api
+            .get::<FleetSeriesReply>(&format!("/api/v1/stats/fleet?metric={}", q(metric)))
+            .await
+            .unwrap_or_default();
+        let points: Vec<(i64, f64)> = series.points.iter().map(|p| (p.t_ms, p.value)).collect();
+        charts.push(chart_view(metric, series.kind, points));
     }
     charts
+}
+
+/// A chart of one metric; counters get a "/s" title because their points are rates.
+pub fn chart_view(metric: &str, kind: Option<MetricKind>, points: Vec<(i64, f64)>) -> ChartView {
+    let title = match kind {
+        Some(MetricKind::Counter) => format!("{} /s", metric_label(metric)),
+        _ => metric_label(metric),
+    };
+    let latest = points
+        .last()
+        .map(|(_, v)| crate::chart::compact(*v))
+        .unwrap_or_else(|| "—".into());
+    let svg = line_chart(
+        &title,
+        &[Series {
+            label: title.clone(),
+            points,
+        }],
+    );
+    ChartView { title, latest, svg }
 }
 
 /// `GET /`.
@@ -107,15 +84,10 @@ pub async fn show(ctx: Ctx) -> Result<Response, UiError> {
     let me = ctx.me().await?;
     let d: Dashboard = ctx.api.get("/api/v1/dashboard").await?;
     let configs: Vec<Config> = ctx.api.get("/api/v1/configs").await?;
-    let proxies: Vec<Proxy> = ctx.api.get("/api/v1/proxies").await?;
-    let online: Vec<Proxy> = proxies
-        .into_iter()
-        .filter(|p| p.online && !p.revoked)
-        .collect();
     // Well-known metrics first, then the rest alphabetically.
     let mut metrics: Vec<String> = d.stats.keys().cloned().collect();
     metrics.sort_by_key(|m| (metric_label(m) == *m, m.clone()));
-    let charts = fleet_charts(&ctx.api, &online, &metrics).await;
+    let charts = fleet_charts(&ctx.api, &metrics).await;
     let drift = d
         .drift
         .iter()
@@ -146,10 +118,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fleet_series_sums_the_last_value_per_proxy_and_minute() {
-        let a = vec![(0, 1.0), (30_000, 2.0), (60_000, 5.0)];
-        let b = vec![(10_000, 10.0), (70_000, 20.0)];
-        assert_eq!(fleet_series(&[a, b]), vec![(0, 12.0), (60_000, 25.0)]);
-        assert!(fleet_series(&[]).is_empty());
+    fn counters_are_titled_as_rates_and_gauges_as_levels() {
+        let c = chart_view(
+            "proxy.process.cache.ram_cache.hits",
+            Some(MetricKind::Counter),
+            vec![(0, 1.5), (300_000, 2.25)],
+        );
+        assert_eq!(c.title, "RAM cache hits /s");
+        assert_eq!(c.latest, "2.25");
+        assert!(c.svg.contains("<polyline"), "{}", c.svg);
+        let g = chart_view(
+            "proxy.process.http.current_client_connections",
+            Some(MetricKind::Gauge),
+            Vec::new(),
+        );
+        assert_eq!(g.title, "Client connections (current)");
+        assert_eq!(g.latest, "—");
     }
 }

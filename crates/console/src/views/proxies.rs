@@ -10,10 +10,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::q;
-use crate::chart::{Series, line_chart};
 use crate::ctx::{Chrome, Ctx, Posted, UiError, page, see_other};
-use crate::model::{Config, EnrollmentToken, Logs, Proxy, SeriesReply};
-use crate::views::dashboard::ChartView;
+use crate::model::{Config, EnrollmentToken, Logs, MetricKind, Proxy, SeriesReply};
+use crate::views::dashboard::{ChartView, chart_view};
 use crate::views::{ago, metric_label, short_hash, when};
 
 /// Filters of the list.
@@ -300,22 +299,15 @@ pub async fn show(
             .get(&format!("/api/v1/proxies/{}/stats?metric={}", q(&id), q(m)))
             .await
             .unwrap_or_default();
-        let points: Vec<(i64, f64)> = s.points.iter().map(|p| (p.t_ms, p.last)).collect();
-        let title = metric_label(m);
-        charts.push(ChartView {
-            latest: points
-                .last()
-                .map(|(_, v)| crate::chart::compact(*v))
-                .unwrap_or_else(|| "—".into()),
-            svg: line_chart(
-                &title,
-                &[Series {
-                    label: title.clone(),
-                    points,
-                }],
-            ),
-            title,
-        });
+        let points: Vec<(i64, f64)> = match s.kind {
+            Some(MetricKind::Counter) => s
+                .points
+                .iter()
+                .filter_map(|p| p.rate_per_s.map(|r| (p.t_ms, r)))
+                .collect(),
+            _ => s.points.iter().map(|p| (p.t_ms, p.last)).collect(),
+        };
+        charts.push(chart_view(m, s.kind, points));
     }
     let logs: Logs = ctx
         .api

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod configs;
 pub mod proxies;
+pub mod stats;
 pub mod users;
 pub mod util;
 
@@ -25,6 +26,7 @@ use crate::state::AppState;
         (name = "proxies", description = "Enrolled proxies, enrollment tokens, log capture, stats"),
         (name = "sync", description = "Agent protocol"),
         (name = "audit", description = "Audit trail and dashboard"),
+        (name = "stats", description = "Fleet-wide metric series"),
         (name = "system", description = "Health, readiness, metrics")
     )
 )]
@@ -64,5 +66,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(proxies::routes())
         .merge(crate::sync::routes())
         .merge(audit::routes())
+        .merge(stats::routes())
         .merge(crate::system::routes())
 }

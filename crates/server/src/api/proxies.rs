@@ -10,7 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::util::{check_len, check_name, fmt_ms, fmt_opt, parse_time};
+use super::stats::{MetricKind, counter_rates};
+use super::util::{check_len, check_name, fmt_ms, fmt_opt, series_window};
 use crate::audit::{self, Actor, NONE};
 use crate::auth::{self, Caller, Role, prefix};
 use crate::bundle::major_of;
@@ -652,6 +653,9 @@ pub struct PointView {
     pub max: f64,
     /// Latest value.
     pub last: f64,
+    /// Counters only: per-second increase of `last` since the previous point (a counter reset
+    /// counts from zero); absent for the first point and for gauges.
+    pub rate_per_s: Option<f64>,
 }
 
 /// A series for charts.
@@ -659,6 +663,8 @@ pub struct PointView {
 pub struct SeriesView {
     /// Metric (absent when listing names).
     pub metric: Option<String>,
+    /// Whether the metric counts up (chart its rate) or is a level (chart its value).
+    pub kind: Option<MetricKind>,
     /// raw | 5m.
     pub resolution: String,
     /// Points, oldest first.
@@ -679,24 +685,7 @@ async fn proxy_stats(
     Query(q): Query<StatsQuery>,
 ) -> ApiResult<Json<SeriesView>> {
     let now = now_ms();
-    let until = q
-        .until
-        .as_deref()
-        .map(|v| parse_time("until", v))
-        .transpose()?
-        .unwrap_or(now + 1);
-    let since = q
-        .since
-        .as_deref()
-        .map(|v| parse_time("since", v))
-        .transpose()?
-        .unwrap_or(until.saturating_sub(3_600_000));
-    // Series live between 1970 and 9999; clamping keeps bucket arithmetic far from overflow.
-    const LAST_MS: i64 = 253_402_300_799_999;
-    let (since, until) = (since.clamp(0, LAST_MS), until.clamp(0, LAST_MS));
-    if since >= until {
-        return Err(ApiError::bad_request("since: must be before until"));
-    }
+    let (since, until) = series_window(q.since.as_deref(), q.until.as_deref(), now, 3_600_000)?;
     let raw_horizon = now - state.settings.stats_raw_retention_hours as i64 * 3_600_000;
     let resolution = match q.resolution.as_deref().unwrap_or("auto") {
         "raw" => "raw",
@@ -722,12 +711,21 @@ async fn proxy_stats(
             }
         }
     };
+    let kind = q.metric.as_deref().map(MetricKind::of);
+    let rates = match kind {
+        Some(MetricKind::Counter) => {
+            counter_rates(&points.iter().map(|p| (p.t, p.last)).collect::<Vec<_>>())
+        }
+        _ => vec![None; points.len()],
+    };
     Ok(Json(SeriesView {
         metric: q.metric,
+        kind,
         resolution: resolution.into(),
         points: points
             .into_iter()
-            .map(|p| PointView {
+            .zip(rates)
+            .map(|(p, rate_per_s)| PointView {
                 t: fmt_ms(p.t),
                 t_ms: p.t,
                 count: p.count,
@@ -735,6 +733,7 @@ async fn proxy_stats(
                 min: p.min,
                 max: p.max,
                 last: p.last,
+                rate_per_s,
             })
             .collect(),
         available_metrics,

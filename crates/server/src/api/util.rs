@@ -34,6 +34,31 @@ pub fn parse_time(name: &str, value: &str) -> ApiResult<i64> {
         })
 }
 
+/// The `[since, until)` window of a series query in epoch ms: `until` defaults to now,
+/// `since` to `default_span_ms` before `until`; both are clamped to the years 1970..=9999 so
+/// bucket arithmetic stays far from overflow. Names the parameter that is wrong.
+pub fn series_window(
+    since: Option<&str>,
+    until: Option<&str>,
+    now: i64,
+    default_span_ms: i64,
+) -> ApiResult<(i64, i64)> {
+    const LAST_MS: i64 = 253_402_300_799_999;
+    let until = until
+        .map(|v| parse_time("until", v))
+        .transpose()?
+        .unwrap_or(now + 1);
+    let since = since
+        .map(|v| parse_time("since", v))
+        .transpose()?
+        .unwrap_or(until.saturating_sub(default_span_ms));
+    let (since, until) = (since.clamp(0, LAST_MS), until.clamp(0, LAST_MS));
+    if since >= until {
+        return Err(ApiError::bad_request("since: must be before until"));
+    }
+    Ok((since, until))
+}
+
 /// Checks a short identifier-like field (usernames, hostnames, metric names).
 pub fn check_name(field: &str, value: &str, max: usize, extra: &str) -> ApiResult<()> {
     if value.is_empty() {
