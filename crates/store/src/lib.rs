@@ -143,7 +143,11 @@ impl Db {
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30));
         if backend == Backend::Sqlite {
-            pool = pool.after_connect(sqlite_pragmas);
+            // An embedded file cannot drop a connection; the ping before every acquire is one
+            // more hand-off to the connection's worker thread per query.
+            pool = pool
+                .after_connect(sqlite_pragmas)
+                .test_before_acquire(false);
         }
         let pool = pool.connect_with(options.clone()).await?;
         let writer = match backend {
@@ -151,6 +155,7 @@ impl Db {
                 AnyPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
+                    .test_before_acquire(false)
                     .after_connect(sqlite_pragmas)
                     .connect_with(options)
                     .await?
