@@ -596,8 +596,13 @@ impl AtsInstance {
         files: &[&str],
         timeout: Duration,
     ) -> Result<Vec<String>, AtsError> {
+        // ATS 9.2 sometimes never acts on a reload (seen right after start on a loaded host:
+        // traffic_manager logs the change, traffic_server never re-reads). As the agent does,
+        // give the files a new mtime and ask again when nothing has started loading.
+        const NUDGE_AFTER: Duration = Duration::from_secs(8);
         let offset = file_len(&self.diags_log_path());
         let started = Instant::now();
+        let mut last_ask = started;
         self.reload()?;
         loop {
             let lines = self.diags_lines_since(offset);
@@ -608,6 +613,20 @@ impl AtsInstance {
             });
             if confirmed {
                 return Ok(lines);
+            }
+            let loading = lines.iter().any(|l| l.contains(" loading ..."));
+            if !loading && last_ask.elapsed() >= NUDGE_AFTER {
+                let now = std::time::SystemTime::now();
+                for f in files {
+                    if let Ok(file) = fs::File::options()
+                        .append(true)
+                        .open(self.config_dir().join(f))
+                    {
+                        let _ = file.set_modified(now);
+                    }
+                }
+                self.reload()?;
+                last_ask = Instant::now();
             }
             if started.elapsed() >= timeout {
                 return Err(AtsError::ReloadNotConfirmed {
