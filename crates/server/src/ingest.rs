@@ -12,7 +12,7 @@
 use std::sync::OnceLock;
 
 use apm_store::Db;
-use apm_store::proxies::Ack;
+use apm_store::proxies::{Ack, Report};
 use apm_store::telemetry::NewSample;
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,6 +28,9 @@ enum Work {
     },
     /// An apply report.
     Ack(Ack),
+    /// A sync that reported something new (first contact, another ATS version, OS or
+    /// architecture).
+    Report(Report),
     /// Contact times of syncs (see [`ContactBuffer`]): proxy ids and the earliest time.
     Contacts { ids: Vec<String>, earliest: i64 },
 }
@@ -56,7 +59,15 @@ const RETRIES: usize = 3;
 /// The writer; its task starts on first use, inside the server's runtime.
 #[derive(Default)]
 pub struct StatsWriter {
-    tx: OnceLock<mpsc::Sender<Job>>,
+    tx: OnceLock<Lanes>,
+}
+
+/// Two queues into the one writer: apply reports and sync reports are small and something
+/// waits on them (an ACK after an approval, a first sync); metric pushes are bulk. When the
+/// database falls behind the fleet's metrics, the urgent lane still goes first.
+struct Lanes {
+    urgent: mpsc::Sender<Job>,
+    bulk: mpsc::Sender<Job>,
 }
 
 impl StatsWriter {
@@ -65,18 +76,23 @@ impl StatsWriter {
         Self::default()
     }
 
-    fn sender(&self, db: &Db) -> &mpsc::Sender<Job> {
+    fn lanes(&self, db: &Db) -> &Lanes {
         self.tx.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(run(db.clone(), rx));
-            tx
+            let (urgent, urgent_rx) = mpsc::channel(QUEUE);
+            let (bulk, bulk_rx) = mpsc::channel(QUEUE);
+            tokio::spawn(run(db.clone(), urgent_rx, bulk_rx));
+            Lanes { urgent, bulk }
         })
     }
 
     async fn submit(&self, db: &Db, work: Work) -> Result<(), ApiError> {
         let (done, wait) = oneshot::channel();
-        self.sender(db)
-            .send(Job { work, done })
+        let lanes = self.lanes(db);
+        let lane = match work {
+            Work::Ack(_) | Work::Report(_) => &lanes.urgent,
+            Work::Stats { .. } | Work::Contacts { .. } => &lanes.bulk,
+        };
+        lane.send(Job { work, done })
             .await
             .map_err(|_| ApiError::unavailable("the database writer stopped; retry later"))?;
         match wait.await {
@@ -114,6 +130,12 @@ impl StatsWriter {
         self.submit(db, Work::Ack(ack)).await
     }
 
+    /// Records what a sync reported; returns once committed. A fleet's first syncs (100,000
+    /// at once when the control plane starts) would otherwise each take the write lock.
+    pub async fn report(&self, db: &Db, report: Report) -> Result<(), ApiError> {
+        self.submit(db, Work::Report(report)).await
+    }
+
     /// Records that `ids` (sorted, unique) were seen at `earliest`; returns once committed.
     pub async fn contacts(&self, db: &Db, ids: Vec<String>, earliest: i64) -> Result<(), ApiError> {
         self.submit(db, Work::Contacts { ids, earliest }).await
@@ -130,18 +152,38 @@ const LINGER_BELOW: usize = 200;
 /// this much latency on a push or ACK answer; agents do not wait for either.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
-async fn run(db: Db, mut rx: mpsc::Receiver<Job>) {
+/// Most metric pushes in one batch: bounds how long an urgent job waits behind a batch.
+const MAX_BULK: usize = 500;
+
+fn top_up(jobs: &mut Vec<Job>, rx: &mut mpsc::Receiver<Job>, limit: usize) {
+    while jobs.len() < limit {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+async fn run(db: Db, mut urgent: mpsc::Receiver<Job>, mut bulk: mpsc::Receiver<Job>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+    loop {
+        let first = tokio::select! {
+            biased;
+            job = urgent.recv() => job,
+            job = bulk.recv() => job,
+        };
+        let Some(first) = first else { return };
+        jobs.push(first);
         if jobs.len() < LINGER_BELOW {
             tokio::time::sleep(LINGER).await;
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
         }
+        top_up(&mut jobs, &mut urgent, MAX_BATCH);
+        let bulk_jobs = jobs
+            .iter()
+            .filter(|j| matches!(j.work, Work::Stats { .. } | Work::Contacts { .. }))
+            .count();
+        let limit = (jobs.len() + MAX_BULK.saturating_sub(bulk_jobs)).min(MAX_BATCH);
+        top_up(&mut jobs, &mut bulk, limit);
         // Each handler turns a failure into its own problem answer (and log line, with its
         // request id), as it did when it wrote alone.
         let mut attempt = 0;
@@ -181,6 +223,7 @@ fn retryable(e: &apm_store::StoreError) -> bool {
 struct Plan {
     samples: Vec<NewSample>,
     acks: Vec<Ack>,
+    reports: Vec<Report>,
     /// Proxies whose contact time moves (sorted, unique), and the earliest time among them.
     contacts: Vec<String>,
     earliest: Option<i64>,
@@ -202,8 +245,9 @@ fn plan(jobs: &[Job]) -> Plan {
                 p.samples.extend(samples.iter().cloned());
                 note(proxy_id, *now, &mut p);
             }
-            // An ack writes its own contact time.
+            // Acks and reports write their own contact time.
             Work::Ack(a) => p.acks.push(a.clone()),
+            Work::Report(r) => p.reports.push(r.clone()),
             Work::Contacts { ids, earliest } => {
                 for id in ids {
                     note(id, *earliest, &mut p);
@@ -224,6 +268,9 @@ async fn write_batch(db: &Db, jobs: &[Job]) -> Result<(), apm_store::StoreError>
     let mut tx = db.begin_write().await?;
     if !p.samples.is_empty() {
         apm_store::telemetry::insert_samples(&mut tx, &p.samples).await?;
+    }
+    if !p.reports.is_empty() {
+        apm_store::proxies::record_reports(&mut tx, &p.reports).await?;
     }
     if !p.acks.is_empty() {
         apm_store::proxies::record_acks(&mut tx, &p.acks).await?;

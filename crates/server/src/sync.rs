@@ -428,17 +428,19 @@ async fn sync(
     .iter()
     .any(|(new, old)| new.is_some() && new != old);
     if reported_changed || agent.proxy.last_seen_at.is_none() {
-        let mut conn = state.db.write_conn().await?;
-        apm_store::proxies::record_contact(
-            &mut conn,
-            &agent.proxy.id,
-            q.ats_version.as_deref(),
-            q.os.as_deref(),
-            q.arch.as_deref(),
-            now,
-        )
-        .await?;
-        drop(conn);
+        state
+            .stats_writer
+            .report(
+                &state.db,
+                apm_store::proxies::Report {
+                    proxy_id: agent.proxy.id.clone(),
+                    ats_version: q.ats_version.clone(),
+                    os: q.os.clone(),
+                    arch: q.arch.clone(),
+                    at: now,
+                },
+            )
+            .await?;
         // The cached row must show what was just written, or every later sync of this agent
         // would look like a change and write again.
         state

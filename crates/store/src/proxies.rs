@@ -311,6 +311,99 @@ pub async fn record_contact(
     Ok(())
 }
 
+/// What one sync reported, for [`record_reports`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Proxy id.
+    pub proxy_id: String,
+    /// ATS version, if reported.
+    pub ats_version: Option<String>,
+    /// OS, if reported.
+    pub os: Option<String>,
+    /// CPU architecture, if reported.
+    pub arch: Option<String>,
+    /// Epoch ms.
+    pub at: i64,
+}
+
+/// [`record_contact`] for many syncs in few statements: one per distinct reported
+/// (version, OS, architecture, time) — a fleet reports the same few — in id order. A proxy that
+/// appears twice keeps its last report.
+pub async fn record_reports(conn: &mut AnyConnection, reports: &[Report]) -> Result<()> {
+    type Key<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, i64);
+    // Folded per proxy as sequential `record_contact`s would leave it: a field reported later
+    // replaces an earlier one, a field left out keeps it; the last time wins.
+    let mut last: std::collections::BTreeMap<&str, Report> = std::collections::BTreeMap::new();
+    for r in reports {
+        match last.get_mut(r.proxy_id.as_str()) {
+            Some(seen) => {
+                for (field, value) in [
+                    (&mut seen.ats_version, &r.ats_version),
+                    (&mut seen.os, &r.os),
+                    (&mut seen.arch, &r.arch),
+                ] {
+                    if value.is_some() {
+                        field.clone_from(value);
+                    }
+                }
+                seen.at = r.at;
+            }
+            None => {
+                last.insert(r.proxy_id.as_str(), r.clone());
+            }
+        }
+    }
+    let mut groups: std::collections::BTreeMap<Key<'_>, Vec<&str>> =
+        std::collections::BTreeMap::new();
+    for (id, r) in &last {
+        groups
+            .entry((
+                r.ats_version.as_deref(),
+                r.os.as_deref(),
+                r.arch.as_deref(),
+                r.at,
+            ))
+            .or_default()
+            .push(*id);
+    }
+    let numbered = !conn.backend_name().eq_ignore_ascii_case("sqlite");
+    for ((ats_version, os, arch, at), ids) in groups {
+        for chunk in ids.chunks(500) {
+            let mut list = String::with_capacity(chunk.len() * 6);
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    list.push_str(", ");
+                }
+                if numbered {
+                    list.push_str(&format!("${}", i + 5));
+                } else {
+                    list.push('?');
+                }
+            }
+            let p: [&str; 4] = if numbered {
+                ["$1", "$2", "$3", "$4"]
+            } else {
+                ["?"; 4]
+            };
+            let sql = format!(
+                "UPDATE proxies SET last_seen_at = {}, ats_version = COALESCE({}, ats_version),
+                    os = COALESCE({}, os), arch = COALESCE({}, arch) WHERE id IN ({list})",
+                p[0], p[1], p[2], p[3]
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(at)
+                .bind(ats_version)
+                .bind(os)
+                .bind(arch);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Records that many proxies were seen at `now` (never moving a later time back), a few
 /// statements for any number of proxies.
 pub async fn record_contacts(conn: &mut AnyConnection, ids: &[String], now: i64) -> Result<()> {

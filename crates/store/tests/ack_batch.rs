@@ -1,7 +1,9 @@
 //! Batched acks (`record_acks`) end in exactly the state of one `record_ack` per ack, in order,
 //! on both engines; and the proxies-of-a-config queries use the config index.
 
-use apm_store::proxies::{Ack, ProxyRow, get_proxy, record_ack, record_acks};
+use apm_store::proxies::{
+    Ack, ProxyRow, Report, get_proxy, record_ack, record_acks, record_contact, record_reports,
+};
 use apm_store::{Db, new_id};
 
 async fn open(postgres: bool, dir: &std::path::Path, name: &str) -> Db {
@@ -120,7 +122,11 @@ macro_rules! both {
     )*};
 }
 
-both!(batched_acks_match_one_by_one, config_counts_and_refs);
+both!(
+    batched_acks_match_one_by_one,
+    batched_reports_match_one_by_one,
+    config_counts_and_refs
+);
 
 async fn batched_acks_match_one_by_one(pg: bool) {
     let dir = tempfile::tempdir().expect("dir");
@@ -208,4 +214,70 @@ async fn config_counts_and_refs(pg: bool) {
             .map(|p| (p.id, p.hostname))
             .collect::<Vec<_>>()
     );
+}
+
+/// Syncs that reported something: several proxies, repeats (the last wins), fields left out
+/// (kept as they were), several distinct reports.
+async fn batched_reports_match_one_by_one(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let one = open(pg, dir.path(), "r1.db").await;
+    let many = open(pg, dir.path(), "r2.db").await;
+    let ids_one = proxies(&one, 620).await;
+    let ids_many = proxies(&many, 620).await;
+    let mut reports = Vec::new();
+    for k in 0..1500usize {
+        let i = (k * 7919) % 615;
+        let version = ["9.2.5", "10.0.0", "9.2.4"][k % 3];
+        reports.push((
+            i,
+            (k % 5 != 0).then(|| version.to_string()),
+            (k % 4 != 0).then(|| "linux".to_string()),
+            (k % 6 != 0).then(|| ["x86_64", "aarch64"][k % 2].to_string()),
+            1_700_000_000_000 + (k as i64 / 100),
+        ));
+    }
+    {
+        let mut tx = one.begin_write().await.expect("tx");
+        for (i, v, os, arch, at) in &reports {
+            record_contact(
+                &mut tx,
+                &ids_one[*i],
+                v.as_deref(),
+                os.as_deref(),
+                arch.as_deref(),
+                *at,
+            )
+            .await
+            .expect("contact");
+        }
+        tx.commit().await.expect("commit");
+    }
+    let batch: Vec<Report> = reports
+        .iter()
+        .map(|(i, v, os, arch, at)| Report {
+            proxy_id: ids_many[*i].clone(),
+            ats_version: v.clone(),
+            os: os.clone(),
+            arch: arch.clone(),
+            at: *at,
+        })
+        .collect();
+    {
+        let mut tx = many.begin_write().await.expect("tx");
+        record_reports(&mut tx, &batch).await.expect("reports");
+        tx.commit().await.expect("commit");
+    }
+    let read = |db: Db, ids: Vec<String>| async move {
+        let mut conn = db.pool().acquire().await.expect("conn");
+        let mut out = Vec::new();
+        for id in &ids {
+            let p = get_proxy(&mut conn, id).await.expect("get").expect("row");
+            out.push((p.ats_version, p.os, p.arch, p.last_seen_at));
+        }
+        out
+    };
+    let a = read(one, ids_one).await;
+    let b = read(many, ids_many).await;
+    assert_eq!(a, b);
+    assert!(a.iter().rev().take(5).all(|r| r.3.is_none()));
 }
