@@ -37,8 +37,8 @@ pub struct SyncHub {
     tx: watch::Sender<Wake>,
     waiting: AtomicI64,
     desired: DesiredCache,
-    /// Database generations this replica produced and committed (see [`replica_poller`]).
-    local: std::sync::Mutex<std::collections::BTreeSet<i64>>,
+    /// Database generations this replica produced (see [`replica_poller`]).
+    local: std::sync::Mutex<LocalGenerations>,
 }
 
 /// Generation counters carried by the hub's channel.
@@ -64,7 +64,7 @@ impl SyncHub {
             tx: watch::channel(Wake::default()).0,
             waiting: AtomicI64::new(0),
             desired: DesiredCache::default(),
-            local: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            local: std::sync::Mutex::new(LocalGenerations::default()),
         }
     }
 
@@ -83,23 +83,45 @@ impl SyncHub {
         self.tx.send_modify(|w| w.any = w.any.wrapping_add(1));
     }
 
-    /// A transaction of this replica that bumped the database generation to `generation`
-    /// committed (its waiters are notified directly): the replica poller does not notify again
-    /// for it. Call after the commit, never before (a rolled-back value can be reused).
-    pub fn committed_locally(&self, generation: i64) {
+    /// A transaction of this replica bumped the database generation to `generation` and has
+    /// not committed yet. Call [`PendingGeneration::committed`] after the commit; dropping the
+    /// guard without it (the transaction rolled back, so the value may be reused by someone
+    /// else) forgets it. Until then the replica poller does not decide about that value: a
+    /// handler's task can resume long after its commit when 100,000 requests are runnable, and
+    /// a poll in between used to count the approval as another replica's and wake every waiter
+    /// again.
+    pub fn pending(&self, generation: i64) -> PendingGeneration<'_> {
         self.local
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .pending
             .insert(generation);
+        PendingGeneration {
+            hub: self,
+            generation,
+            done: false,
+        }
     }
 
-    /// Whether the database generation moving from `from` to `to` includes a change this
-    /// replica did not make itself; forgets local generations up to `to`.
-    pub fn foreign_change(&self, from: i64, to: i64) -> bool {
+    /// Of the database generations after `from` up to `to`: whether one was made by another
+    /// replica, and up to which the answer is final (values of this replica's transactions
+    /// still in flight are decided at a later poll). Forgets this replica's values up to it.
+    pub fn foreign_change(&self, from: i64, to: i64) -> (bool, i64) {
         let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        let foreign = to < from || (from + 1..=to).any(|g| !local.contains(&g));
-        local.retain(|g| *g > to);
-        foreign
+        if to < from {
+            return (true, to);
+        }
+        let mut foreign = false;
+        let mut decided = to;
+        for g in from + 1..=to {
+            if local.pending.contains(&g) {
+                decided = decided.min(g - 1);
+            } else if !local.committed.contains(&g) {
+                foreign = true;
+            }
+        }
+        local.committed.retain(|g| *g > decided);
+        (foreign, decided)
     }
 
     /// The current generations.
@@ -118,6 +140,43 @@ impl SyncHub {
     }
 }
 
+/// Generations this replica bumped: in flight, and committed but not yet seen by the poller.
+#[derive(Default)]
+struct LocalGenerations {
+    pending: std::collections::BTreeSet<i64>,
+    committed: std::collections::BTreeSet<i64>,
+}
+
+/// A generation bumped by a transaction of this replica (see [`SyncHub::pending`]).
+pub struct PendingGeneration<'a> {
+    hub: &'a SyncHub,
+    generation: i64,
+    done: bool,
+}
+
+impl PendingGeneration<'_> {
+    /// The transaction committed: the poller will not notify for this value.
+    pub fn committed(mut self) {
+        let mut local = self.hub.local.lock().unwrap_or_else(|p| p.into_inner());
+        local.pending.remove(&self.generation);
+        local.committed.insert(self.generation);
+        self.done = true;
+    }
+}
+
+impl Drop for PendingGeneration<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.hub
+                .local
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pending
+                .remove(&self.generation);
+        }
+    }
+}
+
 /// Polls the database generation and notifies local waiters when another replica changed it.
 /// Generations this replica committed itself were notified when they committed; notifying again
 /// would make every waiter of a large fleet re-read its proxy a second after each approval.
@@ -131,13 +190,16 @@ pub async fn replica_poller(db: Db, hub: std::sync::Arc<SyncHub>, every: Duratio
             Err(_) => None,
         };
         if let Some(g) = current {
-            if let Some(l) = last
-                && l != g
-                && hub.foreign_change(l, g)
-            {
-                hub.notify();
+            match last {
+                Some(l) if l != g => {
+                    let (foreign, decided) = hub.foreign_change(l, g);
+                    if foreign {
+                        hub.notify();
+                    }
+                    last = Some(decided);
+                }
+                _ => last = Some(g),
             }
-            last = Some(g);
         }
     }
 }
@@ -837,17 +899,34 @@ mod tests {
     #[test]
     fn the_poller_notifies_only_for_other_replicas_changes() {
         let hub = SyncHub::new();
-        assert!(hub.foreign_change(4, 5), "nothing was committed here");
-        hub.committed_locally(6);
-        hub.committed_locally(7);
-        assert!(!hub.foreign_change(5, 7), "both were ours");
-        hub.committed_locally(9);
-        assert!(hub.foreign_change(7, 9), "8 came from another replica");
+        assert_eq!(hub.foreign_change(4, 5), (true, 5), "nothing was made here");
+        hub.pending(6).committed();
+        hub.pending(7).committed();
+        assert_eq!(hub.foreign_change(5, 7), (false, 7), "both were ours");
+        hub.pending(9).committed();
+        assert_eq!(
+            hub.foreign_change(7, 9),
+            (true, 9),
+            "8 came from another replica"
+        );
         assert!(
-            hub.foreign_change(9, 3),
+            hub.foreign_change(9, 3).0,
             "a generation that went back is not ours"
         );
         // Forgotten once passed: a later poll over the same values treats them as foreign.
-        assert!(hub.foreign_change(5, 7));
+        assert!(hub.foreign_change(5, 7).0);
+    }
+
+    #[test]
+    fn a_transaction_in_flight_is_decided_later() {
+        let hub = SyncHub::new();
+        let ours = hub.pending(11);
+        // The poller saw 11 committed before the handler resumed: no decision about it yet.
+        assert_eq!(hub.foreign_change(10, 11), (false, 10));
+        ours.committed();
+        assert_eq!(hub.foreign_change(10, 11), (false, 11));
+        // A rolled-back value is forgotten: whoever commits it later is another replica.
+        drop(hub.pending(12));
+        assert_eq!(hub.foreign_change(11, 12), (true, 12));
     }
 }

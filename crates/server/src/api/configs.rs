@@ -580,7 +580,9 @@ async fn approve(
     }
     apm_store::configs::supersede_others(&mut tx, &id, &w.id, now).await?;
     apm_store::configs::set_active_version(&mut tx, &id, w.version, now).await?;
-    let generation = apm_store::telemetry::bump_generation(&mut tx).await?;
+    let generation = state
+        .hub
+        .pending(apm_store::telemetry::bump_generation(&mut tx).await?);
     audit::record(&mut tx, &Actor::from(&caller), "config.approve", "config", Some(&id),
         Some(&json!({"version": w.version, "status": "pending_approval", "active_version": config.active_version})),
         Some(&json!({"version": w.version, "status": "active", "active_version": w.version,
@@ -590,7 +592,7 @@ async fn approve(
     let config = load_config(&mut tx, &id).await?;
     let detail = config_summary(&mut tx, &config).await?;
     tx.commit().await?;
-    state.hub.committed_locally(generation);
+    generation.committed();
     // An approval changes no proxy row: waiters only re-resolve their config. They are woken
     // before the list of proxies is read: with a large fleet, listing them takes longer than
     // delivering the new version to all of them.
@@ -939,7 +941,9 @@ async fn assign_proxies(
         .into_iter()
         .map(|p| p.id)
         .collect();
-    let generation = apm_store::telemetry::bump_generation(&mut tx).await?;
+    let generation = state
+        .hub
+        .pending(apm_store::telemetry::bump_generation(&mut tx).await?);
     audit::record(
         &mut tx,
         &Actor::from(&caller),
@@ -952,7 +956,7 @@ async fn assign_proxies(
     .await?;
     let detail = config_detail(&mut tx, &config).await?;
     tx.commit().await?;
-    state.hub.committed_locally(generation);
+    generation.committed();
     state.hub.notify();
     Ok(Json(detail))
 }
@@ -976,7 +980,9 @@ async fn unassign_proxy(
             ApiError::not_found(format!("proxy {proxy_id} is not assigned to config {id}"))
         })?;
     apm_store::proxies::set_proxy_config(&mut tx, &p.id, None).await?;
-    let generation = apm_store::telemetry::bump_generation(&mut tx).await?;
+    let generation = state
+        .hub
+        .pending(apm_store::telemetry::bump_generation(&mut tx).await?);
     audit::record(
         &mut tx,
         &Actor::from(&caller),
@@ -988,7 +994,7 @@ async fn unassign_proxy(
     )
     .await?;
     tx.commit().await?;
-    state.hub.committed_locally(generation);
+    generation.committed();
     state.hub.notify();
     Ok(StatusCode::NO_CONTENT)
 }

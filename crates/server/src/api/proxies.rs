@@ -259,7 +259,11 @@ async fn enroll(
             apm_store::proxies::rotate_credential(&mut tx, &p.id, &credential_hash, &token.id, now)
                 .await?;
             // Other replicas drop cached credentials when this moves.
-            generation = Some(apm_store::telemetry::bump_generation(&mut tx).await?);
+            generation = Some(
+                state
+                    .hub
+                    .pending(apm_store::telemetry::bump_generation(&mut tx).await?),
+            );
             (p.id, "agent.reenroll")
         }
         None => {
@@ -306,7 +310,7 @@ async fn enroll(
     tx.commit().await?;
     if let Some(generation) = generation {
         // The old credential must stop working now, not when its cache entry ages out.
-        state.hub.committed_locally(generation);
+        generation.committed();
         state.credentials.invalidate_all();
     }
     Ok((
@@ -445,7 +449,9 @@ async fn revoke_proxy(
         )));
     }
     // Other replicas drop cached credentials when this moves.
-    let generation = apm_store::telemetry::bump_generation(&mut tx).await?;
+    let generation = state
+        .hub
+        .pending(apm_store::telemetry::bump_generation(&mut tx).await?);
     audit::record(
         &mut tx,
         &Actor::from(&caller),
@@ -459,7 +465,7 @@ async fn revoke_proxy(
     let p = load_proxy(&mut tx, &id).await?;
     let view = proxy_view(&state, &mut tx, &p).await?;
     tx.commit().await?;
-    state.hub.committed_locally(generation);
+    generation.committed();
     state.credentials.invalidate_all();
     Ok(Json(view))
 }
@@ -532,7 +538,9 @@ async fn open_capture(
         until_at: now + i64::from(body.duration_minutes) * 60_000,
     };
     apm_store::proxies::open_capture(&mut tx, &c).await?;
-    let generation = apm_store::telemetry::bump_generation(&mut tx).await?;
+    let generation = state
+        .hub
+        .pending(apm_store::telemetry::bump_generation(&mut tx).await?);
     let view = CaptureView::of(&c, now);
     audit::record(
         &mut tx,
@@ -545,7 +553,7 @@ async fn open_capture(
     )
     .await?;
     tx.commit().await?;
-    state.hub.committed_locally(generation);
+    generation.committed();
     state.hub.notify();
     Ok((StatusCode::CREATED, Json(view)))
 }
