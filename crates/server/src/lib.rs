@@ -6,11 +6,6 @@
 
 pub mod api;
 
-/// The process allocator of every binary that links the server (the `apm` binary). A server
-/// holding 100,000 long-polls allocates and frees small objects at a high rate on two threads;
-/// glibc's malloc spent ~19% of the server's CPU in `apm bench fleet` (perf) and fragments.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod audit;
 pub mod auth;
 pub mod bundle;
