@@ -2,53 +2,24 @@
 //! on both engines; and the proxies-of-a-config queries use the config index.
 
 use apm_store::proxies::{
-    Ack, ProxyRow, Report, get_proxy, record_ack, record_acks, record_contact, record_reports,
+    Ack, Report, get_proxy, record_ack, record_acks, record_contact, record_reports,
 };
 use apm_store::{Db, new_id};
+use common::proxy_row;
+
+mod common;
 
 async fn open(postgres: bool, dir: &std::path::Path, name: &str) -> Db {
-    let url = if postgres {
-        tokio::task::spawn_blocking(|| {
-            apm_testkit::postgres::Postgres::shared()
-                .and_then(|pg| pg.fresh_database())
-                .expect("test PostgreSQL")
-        })
-        .await
-        .expect("join")
-    } else {
-        format!("sqlite://{}", dir.join(name).display())
-    };
-    let db = Db::connect(&url, 4).await.expect("connect");
+    let db = common::connect(postgres, dir, name).await;
     db.migrate().await.expect("migrate");
     db
-}
-
-fn row(name: &str) -> ProxyRow {
-    ProxyRow {
-        id: new_id(),
-        hostname: name.into(),
-        credential_hash: format!("cred-{name}"),
-        enrolled_at: 0,
-        enrollment_token_id: None,
-        revoked_at: None,
-        config_id: None,
-        ats_version: None,
-        os: None,
-        arch: None,
-        applied_hash: None,
-        last_error: None,
-        last_error_hash: None,
-        last_ack_at: None,
-        last_seen_at: None,
-        capture_until: None,
-    }
 }
 
 async fn proxies(db: &Db, n: usize) -> Vec<String> {
     let mut tx = db.begin_write().await.expect("tx");
     let mut ids = Vec::new();
     for i in 0..n {
-        let p = row(&format!("edge-{i:04}"));
+        let p = proxy_row(&format!("edge-{i:04}"));
         apm_store::proxies::insert_proxy(&mut tx, &p)
             .await
             .expect("proxy");

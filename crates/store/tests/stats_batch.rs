@@ -1,47 +1,22 @@
 //! The batched metric insert ends in exactly the state of one insert per sample, on both engines.
 
+use apm_store::Db;
 use apm_store::telemetry::{
     NewSample, ROLLUP_MS, insert_sample, insert_samples, raw_series, rollup_series,
 };
-use apm_store::{Db, new_id};
+use common::proxy_row;
+
+mod common;
 
 async fn open(postgres: bool, dir: &std::path::Path) -> Db {
-    let url = if postgres {
-        tokio::task::spawn_blocking(|| {
-            apm_testkit::postgres::Postgres::shared()
-                .and_then(|pg| pg.fresh_database())
-                .expect("test PostgreSQL")
-        })
-        .await
-        .expect("join")
-    } else {
-        format!("sqlite://{}", dir.join("t.db").display())
-    };
-    let db = Db::connect(&url, 4).await.expect("connect");
+    let db = common::connect(postgres, dir, "t.db").await;
     db.migrate().await.expect("migrate");
     db
 }
 
 async fn proxy(db: &Db, name: &str) -> String {
     let mut tx = db.begin_write().await.expect("tx");
-    let p = apm_store::proxies::ProxyRow {
-        id: new_id(),
-        hostname: name.into(),
-        credential_hash: format!("cred-{name}"),
-        enrolled_at: 0,
-        enrollment_token_id: None,
-        revoked_at: None,
-        config_id: None,
-        ats_version: None,
-        os: None,
-        arch: None,
-        applied_hash: None,
-        last_error: None,
-        last_error_hash: None,
-        last_ack_at: None,
-        last_seen_at: None,
-        capture_until: None,
-    };
+    let p = proxy_row(name);
     apm_store::proxies::insert_proxy(&mut tx, &p)
         .await
         .expect("proxy");

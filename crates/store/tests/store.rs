@@ -3,19 +3,10 @@
 use apm_store::configs::{ConfigRow, VersionRow};
 use apm_store::{Db, StoreError, new_id, now_ms};
 
+mod common;
+
 async fn open(postgres: bool, dir: &std::path::Path) -> Db {
-    let url = if postgres {
-        tokio::task::spawn_blocking(|| {
-            apm_testkit::postgres::Postgres::shared()
-                .and_then(|pg| pg.fresh_database())
-                .expect("test PostgreSQL")
-        })
-        .await
-        .expect("join")
-    } else {
-        format!("sqlite://{}", dir.join("t.db").display())
-    };
-    let db = Db::connect(&url, 4).await.expect("connect");
+    let db = common::connect(postgres, dir, "t.db").await;
     assert_eq!(db.migrate().await.expect("migrate"), vec![1, 2, 3]);
     db
 }
@@ -154,32 +145,11 @@ async fn approval_is_conditional(pg: bool) {
     assert_eq!(winners, 1);
 }
 
-fn proxy(hostname: &str) -> apm_store::proxies::ProxyRow {
-    apm_store::proxies::ProxyRow {
-        id: new_id(),
-        hostname: hostname.into(),
-        credential_hash: format!("credential of {hostname}"),
-        enrolled_at: 0,
-        enrollment_token_id: None,
-        revoked_at: None,
-        config_id: None,
-        ats_version: None,
-        os: None,
-        arch: None,
-        applied_hash: None,
-        last_error: None,
-        last_error_hash: None,
-        last_ack_at: None,
-        last_seen_at: None,
-        capture_until: None,
-    }
-}
-
 async fn rollups_and_retention(pg: bool) {
     let dir = tempfile::tempdir().expect("dir");
     let db = open(pg, dir.path()).await;
     let mut tx = db.begin_write().await.expect("tx");
-    let p = proxy("h");
+    let p = common::proxy_row("h");
     apm_store::proxies::insert_proxy(&mut tx, &p)
         .await
         .expect("proxy");
@@ -248,7 +218,7 @@ async fn fleet_series_sum_gauges_and_rate_counters(pg: bool) {
     use apm_store::telemetry::{FleetPoint, ROLLUP_MS};
     let dir = tempfile::tempdir().expect("dir");
     let db = open(pg, dir.path()).await;
-    let (a, b) = (proxy("a"), proxy("b"));
+    let (a, b) = (common::proxy_row("a"), common::proxy_row("b"));
     let mut tx = db.begin_write().await.expect("tx");
     for p in [&a, &b] {
         apm_store::proxies::insert_proxy(&mut tx, p)

@@ -1,0 +1,43 @@
+//! Setup shared by the store's test binaries: a database on either engine and proxy rows.
+
+use apm_store::proxies::ProxyRow;
+use apm_store::{Db, new_id};
+
+/// A fresh, not yet migrated database: SQLite file `name` in `dir`, or a fresh database on the
+/// test PostgreSQL.
+pub async fn connect(postgres: bool, dir: &std::path::Path, name: &str) -> Db {
+    let url = if postgres {
+        tokio::task::spawn_blocking(|| {
+            apm_testkit::postgres::Postgres::shared()
+                .and_then(|pg| pg.fresh_database())
+                .expect("test PostgreSQL")
+        })
+        .await
+        .expect("join")
+    } else {
+        format!("sqlite://{}", dir.join(name).display())
+    };
+    Db::connect(&url, 4).await.expect("connect")
+}
+
+/// A proxy row with a credential of its own and nothing else set.
+pub fn proxy_row(hostname: &str) -> ProxyRow {
+    ProxyRow {
+        id: new_id(),
+        hostname: hostname.into(),
+        credential_hash: format!("cred-{hostname}"),
+        enrolled_at: 0,
+        enrollment_token_id: None,
+        revoked_at: None,
+        config_id: None,
+        ats_version: None,
+        os: None,
+        arch: None,
+        applied_hash: None,
+        last_error: None,
+        last_error_hash: None,
+        last_ack_at: None,
+        last_seen_at: None,
+        capture_until: None,
+    }
+}
