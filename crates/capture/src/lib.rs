@@ -21,7 +21,7 @@ pub use input::{InputError, Parsed, parse_all};
 pub use model::{Body, Exchange, Header, InputFormat, Request, Response, SourceRef};
 pub use pipeline::{Outcome, Pipeline, PipelineConfig, Report};
 pub use sanitize::{
-    BodyContent, BodyLimits, CustomPattern, SanitizeStats, SanitizedBody, SanitizedExchange,
-    Sanitizer, SanitizerConfig,
+    BodyContent, BodyLimits, CustomPattern, PendingExchange, SanitizeStats, SanitizedBody,
+    SanitizedExchange, Sanitizer, SanitizerConfig,
 };
 pub use wiremock::MappingFile;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::dedupe::{DEFAULT_BODY_PREFIX, DEFAULT_CAPACITY, DedupeKey, Lru, dedupe_key};
+use crate::dedupe::{DEFAULT_BODY_PREFIX, DEFAULT_CAPACITY, DedupeKey, Lru};
 use crate::filter::{FilterConfig, FilterReason};
 use crate::input::InputError;
 use crate::metrics::{MetricKind, Registry};
@@ -68,7 +68,10 @@ pub struct Report {
     pub malformed: u64,
     /// Exchanges dropped by filters, by reason.
     pub filtered: BTreeMap<String, u64>,
-    /// Replacements made, by type.
+    /// Replacements made, by type: in every request that passed the filters, and in the
+    /// responses that were sanitized — a new request's, and in scenario mode every repeat's.
+    /// The response of a repeated request is not sanitized (nor counted) otherwise: it is
+    /// never written.
     pub sanitized: BTreeMap<String, u64>,
     /// Distinct requests.
     pub unique: u64,
@@ -139,16 +142,23 @@ impl Pipeline {
             *self.requests.entry((method, "filtered")).or_default() += 1;
             return Outcome::Filtered(reason);
         }
-        let clean = self
+        // The dedupe key depends only on the sanitized request: the response is sanitized
+        // only when the exchange may be written (a new request, or a repeat in scenario
+        // mode, whose response must be compared with the states kept). A repeat's raw
+        // response is dropped unread, and nothing in it is counted.
+        let pending = self
             .sanitizer
-            .sanitize(ex, &self.config.limits, &mut self.stats);
+            .sanitize_request(ex, &self.config.limits, &mut self.stats);
         *self.requests.entry((method, "success")).or_default() += 1;
-        let key = dedupe_key(&clean, self.config.dedupe_body_prefix);
+        let key = pending.dedupe_key(self.config.dedupe_body_prefix);
         if self.lru.seen(key) {
             self.report.duplicates += 1;
             if self.config.scenarios
                 && let Some(group) = self.groups.get_mut(&key)
             {
+                let clean = self
+                    .sanitizer
+                    .finish(pending, &self.config.limits, &mut self.stats);
                 let h = response_hash(&clean);
                 if !group.response_hashes.contains(&h) {
                     group.response_hashes.push(h);
@@ -167,6 +177,9 @@ impl Pipeline {
             Outcome::Filtered(reason)
         } else {
             self.report.unique += 1;
+            let clean = self
+                .sanitizer
+                .finish(pending, &self.config.limits, &mut self.stats);
             // A key evicted from the LRU and seen again replaces its earlier stub (same id).
             self.groups.insert(
                 key,
@@ -228,7 +241,7 @@ impl Pipeline {
         r.describe(
             "collector_sanitization_operations_total",
             MetricKind::Counter,
-            "Sensitive values replaced, by type.",
+            "Sensitive values replaced, by type (in requests, and in the responses that may be written: not in a repeated request's response unless repeats are kept as scenarios).",
         );
         r.describe(
             "collector_deduplication_operations_total",

@@ -344,6 +344,70 @@ fn repeats_with_different_responses_become_scenarios() {
     assert_ne!(maps[0].id, maps[1].id);
 }
 
+/// A repeated request's response is never sanitized (it is not written), so nothing in it is
+/// counted; with `--scenarios` every repeat's response is sanitized (to compare it with the
+/// states kept) and counted, and no raw value reaches a mapping either way.
+#[test]
+fn a_repeats_response_is_sanitized_and_counted_only_in_scenario_mode() {
+    let line = |email: &str| {
+        format!(
+            r#"{{"request":{{"method":"GET","url":"/customer/7","headers":{{"x-api-key":"k1"}}}},"response":{{"status":200,"headers":{{"content-type":"application/json","set-cookie":"sid=1"}},"body":"{{\"email\":\"{email}\",\"phone\":\"+55 11 98765-4321\"}}"}}}}"#
+        )
+    };
+    let text = [
+        line("ana@example.com"),
+        line("bia@example.com"),
+        line("ana@example.com"),
+    ]
+    .join("\n");
+    let run = |scenarios: bool| {
+        let parsed = parse_all(InputFormat::Jsonl, [("x", text.as_bytes())]);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        let cfg = PipelineConfig {
+            scenarios,
+            ..PipelineConfig::default()
+        };
+        let mut p = Pipeline::new(cfg, Sanitizer::builtin());
+        let outcomes: Vec<Outcome> = parsed.exchanges.into_iter().map(|e| p.process(e)).collect();
+        let maps = p.mappings(datetime!(2026-11-21 00:00 UTC));
+        (outcomes, p.report(), maps)
+    };
+
+    let (outcomes, report, maps) = run(false);
+    assert!(matches!(outcomes[0], Outcome::New(_)));
+    assert!(matches!(outcomes[1], Outcome::Duplicate(_)));
+    assert!(matches!(outcomes[2], Outcome::Duplicate(_)));
+    assert_eq!(maps.len(), 1);
+    // Requests: 3 × the api-key header. Responses: only the first one's email, phone, cookie.
+    assert_eq!(report.sanitized.get("header"), Some(&3));
+    assert_eq!(report.sanitized.get("email"), Some(&1));
+    assert_eq!(report.sanitized.get("phone"), Some(&1));
+    assert_eq!(report.sanitized.get("cookie"), Some(&1));
+    assert_clean(&maps, &[]);
+
+    let (_, report, maps) = run(true);
+    // Every response is sanitized; the emails sanitize alike, so the repeats add no state.
+    assert_eq!(report.sanitized.get("header"), Some(&3));
+    assert_eq!(report.sanitized.get("email"), Some(&3));
+    assert_eq!(report.sanitized.get("phone"), Some(&3));
+    assert_eq!(report.sanitized.get("cookie"), Some(&3));
+    assert_eq!(report.scenario_states, 0);
+    assert_eq!(maps.len(), 1);
+    assert_clean(&maps, &[]);
+    for m in &maps {
+        let text = String::from_utf8_lossy(m.bytes());
+        for raw in [
+            "ana@example.com",
+            "bia@example.com",
+            "98765-4321",
+            "sid=1",
+            "k1\"",
+        ] {
+            assert!(!text.contains(raw), "{raw} survived in {}", m.file_name);
+        }
+    }
+}
+
 #[test]
 fn filters_and_sampling() {
     use apm_capture::{FilterConfig, Glob};

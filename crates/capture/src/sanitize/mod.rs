@@ -27,7 +27,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::model::{Exchange, Header, SourceRef};
+use crate::dedupe::{DedupeKey, dedupe_key};
+use crate::model::{Exchange, Header, Response, SourceRef};
 pub use body::{BodyContent, BodyLimits, JsonText, SanitizedBody};
 use text::{CustomRule, TextRules};
 
@@ -407,6 +408,19 @@ impl Sanitizer {
         limits: &BodyLimits,
         stats: &mut SanitizeStats,
     ) -> SanitizedExchange {
+        let pending = self.sanitize_request(ex, limits, stats);
+        self.finish(pending, limits, stats)
+    }
+
+    /// Sanitizes the request only: enough for the dedupe key ([`PendingExchange::dedupe_key`]).
+    /// The response stays raw inside the result, which can only be finished by
+    /// [`Self::finish`] or dropped (a repeated request's response is never looked at).
+    pub fn sanitize_request(
+        &self,
+        ex: Exchange,
+        limits: &BodyLimits,
+        stats: &mut SanitizeStats,
+    ) -> PendingExchange {
         let Exchange {
             source,
             captured_at,
@@ -426,22 +440,44 @@ impl Sanitizer {
         let (req_body, req_headers) = body::prepare(request.body, request.headers, limits);
         let request_body = self.body(req_body, &req_headers, stats);
         let request_headers = self.headers(req_headers, stats);
-        let (resp_body, resp_headers) = body::prepare(response.body, response.headers, limits);
-        let response_body = self.body(resp_body, &resp_headers, stats);
-        let response_headers = self.headers(resp_headers, stats);
-        SanitizedExchange {
-            source,
-            captured_at,
-            method: request.method,
-            host,
-            path,
-            query,
-            request_headers,
-            request_body,
-            status: response.status,
-            response_headers,
-            response_body,
+        PendingExchange {
+            clean: SanitizedExchange {
+                source,
+                captured_at,
+                method: request.method,
+                host,
+                path,
+                query,
+                request_headers,
+                request_body,
+                status: response.status,
+                response_headers: Vec::new(),
+                response_body: SanitizedBody {
+                    content: BodyContent::Empty,
+                    truncated: false,
+                    note: None,
+                },
+            },
+            response,
         }
+    }
+
+    /// Sanitizes the response of an exchange whose request [`Self::sanitize_request`]
+    /// sanitized.
+    pub fn finish(
+        &self,
+        pending: PendingExchange,
+        limits: &BodyLimits,
+        stats: &mut SanitizeStats,
+    ) -> SanitizedExchange {
+        let PendingExchange {
+            mut clean,
+            response,
+        } = pending;
+        let (resp_body, resp_headers) = body::prepare(response.body, response.headers, limits);
+        clean.response_body = self.body(resp_body, &resp_headers, stats);
+        clean.response_headers = self.headers(resp_headers, stats);
+        clean
     }
 
     fn body(
@@ -467,6 +503,27 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'}')
     .add(b'/')
     .add(b'%');
+
+/// An exchange whose request is sanitized and whose response is still raw (in memory only:
+/// no `Debug`, no `Serialize`, and no accessor for the response). The pipeline computes the
+/// dedupe key from the request and finishes only exchanges it will write.
+pub struct PendingExchange {
+    /// The request part; the response fields are empty until [`Sanitizer::finish`].
+    clean: SanitizedExchange,
+    response: Response,
+}
+
+impl PendingExchange {
+    /// The dedupe key: it depends only on the sanitized request (see [`dedupe_key`]).
+    pub fn dedupe_key(&self, body_prefix: usize) -> DedupeKey {
+        dedupe_key(&self.clean, body_prefix)
+    }
+
+    /// The upper-case method.
+    pub fn method(&self) -> &str {
+        &self.clean.method
+    }
+}
 
 /// An exchange after sanitization: the only input the mapping generator accepts.
 ///
