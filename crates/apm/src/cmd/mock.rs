@@ -37,16 +37,25 @@ pub struct ServeArgs {
     /// Stop after this long (e.g. 10m); default: until Ctrl-C / SIGTERM.
     #[arg(long, value_parser = super::capture::parse_duration)]
     duration: Option<Duration>,
+    /// Worker threads serving requests (default: one per CPU). Fewer than the CPUs leaves
+    /// room for a load generator or other work on the same machine.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
 }
 
 /// Runs a mock subcommand.
 pub fn run(command: MockCommand) -> Result<ExitCode> {
     match command {
-        MockCommand::Serve(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?
-            .block_on(serve(args)),
+        MockCommand::Serve(args) => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = args.workers {
+                rt.worker_threads(usize::from(n));
+            }
+            rt.enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(serve(args))
+        }
     }
 }
 
