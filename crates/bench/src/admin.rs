@@ -217,6 +217,14 @@ impl Admin {
 
     /// The server's `apm_sync_waiting` gauge (long-polls held), from /metrics.
     pub async fn waiting(&mut self) -> Result<Option<i64>, BenchError> {
+        Ok(self
+            .metrics_text()
+            .await?
+            .and_then(|text| gauge(&text, "apm_sync_waiting")))
+    }
+
+    /// The server's `/metrics` text (`None` when it does not answer 200).
+    pub async fn metrics_text(&mut self) -> Result<Option<String>, BenchError> {
         let (status, v) = call(
             &mut self.lane,
             self.server,
@@ -229,16 +237,20 @@ impl Admin {
         if status != StatusCode::OK {
             return Ok(None);
         }
-        let text = v.as_str().unwrap_or_default();
-        Ok(gauge(text, "apm_sync_waiting"))
+        Ok(v.as_str().map(str::to_string))
     }
 }
 
 /// Reads an unlabelled gauge from Prometheus text.
 pub fn gauge(text: &str, name: &str) -> Option<i64> {
+    sample(text, name).map(|f| f as i64)
+}
+
+/// Reads an unlabelled sample (gauge or counter) from Prometheus text.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (k, v) = l.split_once(' ')?;
-        (k == name).then(|| v.trim().parse::<f64>().ok().map(|f| f as i64))?
+        (k == name).then(|| v.trim().parse::<f64>().ok())?
     })
 }
 

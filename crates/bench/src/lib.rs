@@ -643,6 +643,15 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
         });
     }
 
+    let server_metrics = admin
+        .metrics_text()
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let rolled_up_pushes =
+        admin::sample(&server_metrics, "apm_stats_pushes_rolled_up_total").map(|f| f as u64);
+    let rollup_last_run_secs = admin::sample(&server_metrics, "apm_stats_rollup_last_run_seconds");
     let end_usage = proc_usage(server.proc.pid()).unwrap_or_default();
     let db_cpu = pg.as_ref().map(Postgres::cpu_secs);
     let mut server = server;
@@ -653,7 +662,7 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
             work.path().join("data").join("apm.db").display()
         )
     });
-    let rows_in_database = count_rows(&db_url).await;
+    let (rows_in_database, pending_rollup_in_database) = count_rows(&db_url).await.unzip();
     drop(pg);
 
     for e in &admin.retried {
@@ -684,6 +693,9 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
             latency_ms: stats_latency.percentiles(),
             window_secs,
             rows_in_database,
+            pending_rollup_in_database,
+            rolled_up_pushes,
+            rollup_last_run_secs,
             keeping_up_ratio: if offered > 0.0 {
                 ingested / offered
             } else {
@@ -735,16 +747,19 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
     Ok(result)
 }
 
-async fn count_rows(url: &str) -> Option<u64> {
+/// Pushes stored, and those not rolled up yet, read from the database after the run.
+async fn count_rows(url: &str) -> Option<(u64, u64)> {
     sqlx::any::install_default_drivers();
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
         .await
         .ok()?;
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stats_raw")
-        .fetch_one(&mut conn)
-        .await
-        .ok()?;
-    Some(n as u64)
+    let (all, pending): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN rolled = 0 THEN 1 ELSE 0 END), 0) FROM stats_push",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .ok()?;
+    Some((all as u64, pending as u64))
 }
 
 /// Writes `result.json`, `result.md` and `propagation.svg`.

@@ -112,8 +112,16 @@ pub struct StatsResult {
     pub latency_ms: Percentiles,
     /// The measuring window (from the first push to the end of the run).
     pub window_secs: f64,
-    /// Rows in `stats_raw` after the run, read from the database (the server's own count).
+    /// Pushes stored (`stats_push` rows) after the run, read from the database.
     pub rows_in_database: Option<u64>,
+    /// Of those, pushes not yet folded into the rollups when the server stopped (at most
+    /// about one roll-up interval of pushes when the roll-up keeps up).
+    pub pending_rollup_in_database: Option<u64>,
+    /// Pushes the server's roll-up had folded into rollups by the end of the run.
+    pub rolled_up_pushes: Option<u64>,
+    /// Duration of the server's last roll-up run, seconds (keeping up: well under the
+    /// roll-up interval).
+    pub rollup_last_run_secs: Option<f64>,
     /// `ingested / offered`; 1.0 = keeping up.
     pub keeping_up_ratio: f64,
 }
@@ -287,6 +295,25 @@ pub fn markdown(r: &FleetResult) -> String {
             r.stats.ingested_samples_per_sec,
             r.stats.keeping_up_ratio,
             fmt_ms(r.stats.latency_ms.p99)
+        ),
+    );
+    row(
+        &mut s,
+        "stats: pushes stored / rolled up / pending at the end (last roll-up run)",
+        format!(
+            "{} / {} / {} ({})",
+            r.stats
+                .rows_in_database
+                .map_or("?".into(), |n| n.to_string()),
+            r.stats
+                .rolled_up_pushes
+                .map_or("?".into(), |n| n.to_string()),
+            r.stats
+                .pending_rollup_in_database
+                .map_or("?".into(), |n| n.to_string()),
+            r.stats
+                .rollup_last_run_secs
+                .map_or("?".into(), |t| format!("{t:.2} s")),
         ),
     );
     row(

@@ -222,6 +222,9 @@ async fn a_new_user_runs_the_whole_approval_flow(engine: Engine) {
             )
             .await;
     }
+    apm_server::roll_up_stats_now(&server.running.state.db)
+        .await
+        .expect("roll up");
 
     let browser = Browser::launch(engine).await.expect("browser");
     let tab = browser.new_tab().await.expect("tab");

@@ -198,6 +198,7 @@ impl From<apm_store::StoreError> for ApiError {
     fn from(e: apm_store::StoreError) -> Self {
         match e {
             apm_store::StoreError::Conflict(what) => ApiError::conflict(what),
+            apm_store::StoreError::Invalid(what) => ApiError::invalid(what),
             apm_store::StoreError::Db(sqlx_error) if is_unavailable(&sqlx_error) => {
                 tracing::error!(error = %sqlx_error, "database unavailable");
                 ApiError::unavailable("the database is not reachable; retry later")

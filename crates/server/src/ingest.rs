@@ -3,7 +3,7 @@
 //! within a second or two; one transaction per request makes the database's commit rate the
 //! ceiling, and on SQLite every commit takes the single write lock. Instead each request is
 //! handed to one writer task, which takes every job queued at that moment and stores them in one
-//! transaction with multi-row statements ([`apm_store::telemetry::insert_samples`],
+//! transaction with multi-row statements ([`apm_store::telemetry::insert_pushes`],
 //! [`apm_store::proxies::record_acks`], [`apm_store::proxies::record_contacts`]). A request is
 //! answered only after its batch committed, so "200" still means "stored"; under light load a
 //! batch holds one job and nothing waits for company. One task writes all of them, so these
@@ -13,19 +13,15 @@ use std::sync::OnceLock;
 
 use apm_store::Db;
 use apm_store::proxies::{Ack, Report};
-use apm_store::telemetry::NewSample;
+use apm_store::telemetry::NewPush;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
 
 /// What one request asks the writer to store.
 enum Work {
-    /// A metric push: its samples and the contact time to record.
-    Stats {
-        proxy_id: String,
-        samples: Vec<NewSample>,
-        now: i64,
-    },
+    /// A metric push and the contact time to record.
+    Stats { push: NewPush, now: i64 },
     /// An apply report.
     Ack(Ack),
     /// A sync that reported something new (first contact, another ATS version, OS or
@@ -107,20 +103,10 @@ impl StatsWriter {
         }
     }
 
-    /// Stores the samples of one push and records the proxy's contact; returns once committed.
-    pub async fn write(
-        &self,
-        db: &Db,
-        proxy_id: &str,
-        samples: Vec<NewSample>,
-        now: i64,
-    ) -> Result<(), ApiError> {
-        let work = Work::Stats {
-            proxy_id: proxy_id.to_string(),
-            samples,
-            now,
-        };
-        self.submit(db, work).await
+    /// Stores one push (pending roll-up) and records the proxy's contact; returns once
+    /// committed.
+    pub async fn write(&self, db: &Db, push: NewPush, now: i64) -> Result<(), ApiError> {
+        self.submit(db, Work::Stats { push, now }).await
     }
 
     /// Records an apply report; returns once committed. After an approval every agent of the
@@ -221,7 +207,7 @@ fn retryable(e: &apm_store::StoreError) -> bool {
 /// What one transaction writes for a batch of jobs.
 #[derive(Debug, Default, PartialEq)]
 struct Plan {
-    samples: Vec<NewSample>,
+    pushes: Vec<NewPush>,
     acks: Vec<Ack>,
     reports: Vec<Report>,
     /// Proxies whose contact time moves (sorted, unique), and the earliest time among them.
@@ -237,13 +223,9 @@ fn plan(jobs: &[Job]) -> Plan {
     };
     for job in jobs {
         match &job.work {
-            Work::Stats {
-                proxy_id,
-                samples,
-                now,
-            } => {
-                p.samples.extend(samples.iter().cloned());
-                note(proxy_id, *now, &mut p);
+            Work::Stats { push, now } => {
+                p.pushes.push(push.clone());
+                note(&push.proxy_id, *now, &mut p);
             }
             // Acks and reports write their own contact time.
             Work::Ack(a) => p.acks.push(a.clone()),
@@ -266,8 +248,8 @@ fn plan(jobs: &[Job]) -> Plan {
 async fn write_batch(db: &Db, jobs: &[Job]) -> Result<(), apm_store::StoreError> {
     let p = plan(jobs);
     let mut tx = db.begin_write().await?;
-    if !p.samples.is_empty() {
-        apm_store::telemetry::insert_samples(&mut tx, &p.samples).await?;
+    if !p.pushes.is_empty() {
+        apm_store::telemetry::insert_pushes(&mut tx, &p.pushes).await?;
     }
     if !p.reports.is_empty() {
         apm_store::proxies::record_reports(&mut tx, &p.reports).await?;
@@ -365,13 +347,11 @@ mod tests {
         let jobs = vec![
             job(Work::Ack(ack("b", "h1", 10))),
             job(Work::Stats {
-                proxy_id: "c".into(),
-                samples: vec![NewSample {
+                push: NewPush {
                     proxy_id: "c".into(),
-                    metric: "m".into(),
                     ts: 5,
-                    value: 1.0,
-                }],
+                    metrics: vec![("m".into(), 1.0)],
+                },
                 now: 7,
             }),
             job(Work::Contacts {
@@ -388,7 +368,7 @@ mod tests {
             Some(3),
             "never shows a proxy as seen later than it was"
         );
-        assert_eq!(p.samples.len(), 1);
+        assert_eq!(p.pushes.len(), 1);
     }
 
     #[test]

@@ -208,6 +208,49 @@ async fn housekeeping(state: AppState) {
     }
 }
 
+/// Folds every pending metric push into the 5-minute rollups now, in transactions of
+/// [`apm_store::telemetry::ROLLUP_CHUNK`] pushes so the agents' writes get the (SQLite) write
+/// lock in between; returns the pushes taken. Each push is claimed by exactly one caller, so
+/// replicas (and tests) may run it at the same time.
+pub async fn roll_up_stats_now(db: &apm_store::Db) -> Result<usize, apm_store::StoreError> {
+    let mut total = 0;
+    loop {
+        let mut tx = db.begin_write().await?;
+        let n = apm_store::telemetry::roll_up_pending(&mut tx, apm_store::telemetry::ROLLUP_CHUNK)
+            .await?;
+        tx.commit().await?;
+        total += n;
+        metrics::counter!("apm_stats_pushes_rolled_up_total").increment(n as u64);
+        if n < apm_store::telemetry::ROLLUP_CHUNK {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs [`roll_up_stats_now`] every `stats_rollup_interval_ms`. Every replica runs it; a push
+/// left pending by a crash or a failed run is taken by the next run.
+async fn roll_up_stats(state: AppState) {
+    let period = Duration::from_millis(state.settings.stats_rollup_interval_ms);
+    loop {
+        tokio::time::sleep(period).await;
+        let started = std::time::Instant::now();
+        match roll_up_stats_now(&state.db).await {
+            Ok(n) => {
+                let took = started.elapsed();
+                metrics::gauge!("apm_stats_rollup_last_run_seconds").set(took.as_secs_f64());
+                if n > 0 {
+                    tracing::debug!(
+                        pushes = n,
+                        took_ms = took.as_millis() as u64,
+                        "rolled up metric pushes"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "rolling up metric pushes failed"),
+        }
+    }
+}
+
 /// An in-process server (tests, embedding). Stops when dropped.
 pub struct RunningServer {
     /// Bound address.
@@ -295,12 +338,13 @@ pub async fn spawn_with(settings: Settings, wrap: RouterWrap) -> anyhow::Result<
         generation,
     ));
     let keeper = tokio::spawn(housekeeping(state.clone()));
+    let roller = tokio::spawn(roll_up_stats(state.clone()));
     Ok(RunningServer {
         addr,
         state,
         generated_root_password: generated,
         shutdown: Some(tx),
-        tasks: vec![server, poller, keeper],
+        tasks: vec![server, poller, keeper, roller],
     })
 }
 

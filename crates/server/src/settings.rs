@@ -73,6 +73,9 @@ pub struct Settings {
     pub stats_raw_retention_hours: u64,
     /// 5-minute rollups are kept this long.
     pub stats_rollup_retention_days: u64,
+    /// How often pending metric pushes are folded into the 5-minute rollups (charts of long
+    /// windows and of the fleet trail the pushes by up to this much).
+    pub stats_rollup_interval_ms: u64,
     /// Captured log lines are kept this long.
     pub log_retention_days: u64,
     /// Largest accepted request body.
@@ -106,6 +109,10 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// Longest roll-up interval: a rollup bucket (5 minutes); longer would leave whole buckets out of
+/// the charts.
+const ROLLUP_INTERVAL_MAX_MS: u64 = 300_000;
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -124,6 +131,7 @@ impl Default for Settings {
             online_window_secs: 90,
             stats_raw_retention_hours: 48,
             stats_rollup_retention_days: 30,
+            stats_rollup_interval_ms: 60_000,
             log_retention_days: 7,
             max_body_bytes: 1024 * 1024,
             replica_poll_ms: 1000,
@@ -204,6 +212,12 @@ impl Settings {
             return bad(
                 "online_window_secs / sync_max_wait_secs",
                 "online window at most a year, long-poll wait at most 3600 s",
+            );
+        }
+        if !(50..=ROLLUP_INTERVAL_MAX_MS).contains(&self.stats_rollup_interval_ms) {
+            return bad(
+                "stats_rollup_interval_ms",
+                "must be between 50 and 300000 (one rollup bucket)",
             );
         }
         if self.replica_poll_ms < 50 {
@@ -299,6 +313,9 @@ pub struct ServerArgs {
     /// 5-minute rollup retention, days [default: 30].
     #[arg(long, env = "APM_STATS_ROLLUP_RETENTION_DAYS")]
     pub stats_rollup_retention_days: Option<u64>,
+    /// Milliseconds between roll-ups of pending metric pushes [default: 60000].
+    #[arg(long, env = "APM_STATS_ROLLUP_INTERVAL_MS")]
+    pub stats_rollup_interval_ms: Option<u64>,
     /// Captured log retention, days [default: 7].
     #[arg(long, env = "APM_LOG_RETENTION_DAYS")]
     pub log_retention_days: Option<u64>,
@@ -344,6 +361,7 @@ impl ServerArgs {
             online_window_secs,
             stats_raw_retention_hours,
             stats_rollup_retention_days,
+            stats_rollup_interval_ms,
             log_retention_days,
             max_body_bytes,
             replica_poll_ms,
@@ -425,6 +443,14 @@ mod tests {
             },
             Settings {
                 sync_max_wait_secs: 1 << 40,
+                ..Settings::default()
+            },
+            Settings {
+                stats_rollup_interval_ms: 10,
+                ..Settings::default()
+            },
+            Settings {
+                stats_rollup_interval_ms: 3_600_000,
                 ..Settings::default()
             },
         ] {

@@ -823,20 +823,12 @@ async fn stats(
             "timestamp: more than 5 minutes in the future; check the agent's clock",
         ));
     }
-    let samples = body
-        .metrics
-        .into_iter()
-        .map(|(metric, value)| apm_store::telemetry::NewSample {
-            proxy_id: agent.proxy.id.clone(),
-            metric,
-            ts,
-            value,
-        })
-        .collect();
-    state
-        .stats_writer
-        .write(&state.db, &agent.proxy.id, samples, now)
-        .await?;
+    let push = apm_store::telemetry::NewPush {
+        proxy_id: agent.proxy.id.clone(),
+        ts,
+        metrics: body.metrics.into_iter().collect(),
+    };
+    state.stats_writer.write(&state.db, push, now).await?;
     Ok(accepted())
 }
 

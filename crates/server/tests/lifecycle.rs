@@ -543,6 +543,17 @@ async fn proxies_and_telemetry(db: Db) {
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     }
+    // Raw series read the pushes themselves; names come from the latest push before any
+    // roll-up.
+    let r = s
+        .get(&format!("/api/v1/proxies/{p1}/stats"), &regular)
+        .await;
+    assert_eq!(
+        r.body["available_metrics"].as_array().expect("names").len(),
+        2,
+        "{}",
+        r.body
+    );
     let r = s
         .get(&format!("/api/v1/proxies/{p1}/stats?metric=proxy.process.http.current_client_connections&since=1699999999&until=1700000100&resolution=raw"), &regular)
         .await;
@@ -554,6 +565,13 @@ async fn proxies_and_telemetry(db: Db) {
         .map(|p| p["avg"].as_f64().expect("avg"))
         .collect();
     assert_eq!(avgs, vec![10.0, 20.0, 30.0]);
+    // Rollups hold what the roll-up (periodic in the server, called here) folded in.
+    assert_eq!(
+        apm_server::roll_up_stats_now(&s.server.state.db)
+            .await
+            .expect("roll up"),
+        3
+    );
     let r = s
         .get(&format!("/api/v1/proxies/{p1}/stats?metric=proxy.process.http.current_client_connections&since=1699999999&until=1700000100&resolution=5m"), &regular)
         .await;
@@ -599,6 +617,9 @@ async fn proxies_and_telemetry(db: Db) {
             assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         }
     }
+    apm_server::roll_up_stats_now(&s.server.state.db)
+        .await
+        .expect("roll up");
     let window = format!("since={t0}&until={}", t0 + 900);
     let r = s
         .get(
@@ -683,6 +704,9 @@ async fn proxies_and_telemetry(db: Db) {
     .problem(StatusCode::UNPROCESSABLE_ENTITY);
     let r = s.post("/api/v1/sync/stats", &agent1, json!({"hostname": "edge-1", "metrics": {"proxy.process.http.current_client_connections": 7}})).await;
     assert_eq!(r.status, StatusCode::OK);
+    apm_server::roll_up_stats_now(&s.server.state.db)
+        .await
+        .expect("roll up");
     let r = s.get("/api/v1/dashboard", &regular).await;
     assert_eq!(
         r.body["stats"]["proxy.process.http.current_client_connections"], 7.0,
@@ -931,4 +955,63 @@ async fn expiry_and_offline(db: Db) {
     let r = s.get("/api/v1/dashboard", &root).await;
     assert_eq!(r.body["proxies"]["offline"], 1, "{}", r.body);
     assert_eq!(r.body["proxies"]["online"], 0);
+}
+
+both_dbs!(pushes_reach_the_rollups_on_their_own);
+
+/// The server's periodic roll-up folds pushes into the rollups without anyone asking, and the
+/// roll-up counter of `/metrics` says so.
+async fn pushes_reach_the_rollups_on_their_own(db: Db) {
+    let s = Srv::start_with(db, |c| c.stats_rollup_interval_ms = 100).await;
+    let root = s.root().await;
+    let (p, agent) = s.enroll(&root, "edge-r").await;
+    let ts: i64 = 1_700_000_010;
+    for (i, v) in [3.0, 5.0].into_iter().enumerate() {
+        let r = s
+            .post(
+                "/api/v1/sync/stats",
+                &agent,
+                json!({"hostname": "edge-r", "timestamp": (ts + i as i64).to_string(), "metrics": {"m": v}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = s
+            .get(
+                &format!(
+                    "/api/v1/proxies/{p}/stats?metric=m&since={ts}&until={}&resolution=5m",
+                    ts + 10
+                ),
+                &root,
+            )
+            .await;
+        let points = r.body["points"].as_array().expect("points").clone();
+        if !points.is_empty() && points[0]["count"] == 2 {
+            assert_eq!(
+                (points[0]["avg"].as_f64(), points[0]["last"].as_f64()),
+                (Some(4.0), Some(5.0))
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never rolled up: {}",
+            r.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("metrics");
+    let text = metrics.text().await.expect("text");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("apm_stats_pushes_rolled_up_total") && !l.ends_with(" 0")),
+        "{text}"
+    );
 }

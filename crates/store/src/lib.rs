@@ -38,6 +38,9 @@ pub enum StoreError {
     /// A stored value could not be read back (e.g. invalid JSON in a text column).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A value cannot be stored as given (e.g. a metric value JSON cannot hold).
+    #[error("invalid value: {0}")]
+    Invalid(String),
     /// The database URL is not one we support.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),

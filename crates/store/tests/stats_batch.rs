@@ -1,8 +1,12 @@
-//! The batched metric insert ends in exactly the state of one insert per sample, on both engines.
+//! Metric pushes and their roll-up, on both engines: however pushes are batched and rolled up
+//! (in small steps, by several writers at once, interrupted), the rollups end equal to one fold
+//! of every push, each push counted exactly once; and the migration that introduced pushes
+//! keeps the samples stored before it.
 
 use apm_store::Db;
 use apm_store::telemetry::{
-    NewSample, ROLLUP_MS, insert_sample, insert_samples, raw_series, rollup_series,
+    NewPush, Point, ROLLUP_MS, fold_rollups, insert_pushes, pending_pushes, raw_series,
+    roll_up_pending, rollup_series,
 };
 use common::proxy_row;
 
@@ -14,108 +18,298 @@ async fn open(postgres: bool, dir: &std::path::Path) -> Db {
     db
 }
 
-async fn proxy(db: &Db, name: &str) -> String {
+async fn proxies(db: &Db, n: usize) -> Vec<String> {
     let mut tx = db.begin_write().await.expect("tx");
-    let p = proxy_row(name);
-    apm_store::proxies::insert_proxy(&mut tx, &p)
-        .await
-        .expect("proxy");
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let p = proxy_row(&format!("h{i}"));
+        apm_store::proxies::insert_proxy(&mut tx, &p)
+            .await
+            .expect("proxy");
+        ids.push(p.id);
+    }
     tx.commit().await.expect("commit");
-    p.id
+    ids
 }
 
-/// A deterministic messy batch: repeated keys, out-of-order times, several buckets, metrics,
-/// proxies, and more rows than one multi-row statement holds.
-fn batch(proxies: &[String]) -> Vec<NewSample> {
+/// A deterministic messy set of pushes: out-of-order times, several buckets, partial metric
+/// sets, more rows than one multi-row statement holds; (proxy, time) never repeats.
+fn pushes(proxies: &[String]) -> Vec<NewPush> {
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut x: u64 = 12345;
-    for _ in 0..1300 {
+    while out.len() < 1300 {
         x = x
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let p = &proxies[(x >> 33) as usize % proxies.len()];
-        let metric = format!("m{}", (x >> 20) % 3);
-        let ts = ROLLUP_MS + ((x >> 8) % 40) as i64 * 17_000;
-        let value = ((x >> 40) % 1000) as f64 / 4.0;
-        out.push(NewSample {
+        let ts = ROLLUP_MS + ((x >> 8) % 4000) as i64 * 170;
+        if !seen.insert((p.clone(), ts)) {
+            continue;
+        }
+        let metrics = (0..3)
+            .filter(|m| (x >> (50 + m)) & 1 == 1 || *m == 0)
+            .map(|m| (format!("m{m}"), ((x >> (40 + m)) % 1000) as f64 / 4.0))
+            .collect();
+        out.push(NewPush {
             proxy_id: p.clone(),
-            metric,
             ts,
-            value,
+            metrics,
         });
     }
     out
 }
 
-async fn same_state_as_one_by_one(pg: bool) {
-    let dir = tempfile::tempdir().expect("dir");
-    for d in ["a", "b"] {
-        std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
-    }
-    let one = open(pg, &dir.path().join("a")).await;
-    let many = open(pg, &dir.path().join("b")).await;
-    let mut ids_one = Vec::new();
-    let mut ids_many = Vec::new();
-    for i in 0..3 {
-        ids_one.push(proxy(&one, &format!("h{i}")).await);
-        ids_many.push(proxy(&many, &format!("h{i}")).await);
-    }
-    let samples = batch(&ids_one);
-    let mut tx = one.begin_write().await.expect("tx");
-    for s in &samples {
-        insert_sample(&mut tx, &s.proxy_id, &s.metric, s.ts, s.value)
-            .await
-            .expect("one");
-    }
-    tx.commit().await.expect("commit");
-    // The same samples for the other database's proxy ids, written in two batches so the second
-    // merges into stored rows.
-    let mapped: Vec<NewSample> = samples
-        .iter()
-        .map(|s| NewSample {
-            proxy_id: ids_many[ids_one
-                .iter()
-                .position(|p| *p == s.proxy_id)
-                .expect("known")]
-            .clone(),
-            ..s.clone()
+/// The series [`rollup_series`] must return for `pushes`, computed in memory.
+fn expected_rollups(pushes: &[NewPush], proxy: &str, metric: &str) -> Vec<Point> {
+    fold_rollups(pushes)
+        .into_iter()
+        .filter(|r| r.proxy_id == proxy && r.metric == metric)
+        .map(|r| Point {
+            t: r.bucket,
+            count: r.count,
+            avg: r.sum / r.count as f64,
+            min: r.min,
+            max: r.max,
+            last: r.last,
         })
-        .collect();
-    let (a, b) = mapped.split_at(700);
-    for part in [a, b] {
-        let mut tx = many.begin_write().await.expect("tx");
-        insert_samples(&mut tx, part).await.expect("batch");
+        .collect()
+}
+
+async fn insert(db: &Db, pushes: &[NewPush]) {
+    let mut tx = db.begin_write().await.expect("tx");
+    insert_pushes(&mut tx, pushes).await.expect("insert");
+    tx.commit().await.expect("commit");
+}
+
+/// Rolls up in steps of `limit` until nothing is pending; returns the pushes taken.
+async fn roll_up_all(db: Db, limit: usize) -> usize {
+    let mut total = 0;
+    loop {
+        let mut tx = db.begin_write().await.expect("tx");
+        let n = roll_up_pending(&mut tx, limit).await.expect("roll up");
         tx.commit().await.expect("commit");
-    }
-    let mut c1 = one.pool().acquire().await.expect("conn");
-    let mut c2 = many.pool().acquire().await.expect("conn");
-    for i in 0..3 {
-        for m in ["m0", "m1", "m2"] {
-            let r1 = rollup_series(&mut c1, &ids_one[i], m, 0, 100 * ROLLUP_MS)
-                .await
-                .expect("r1");
-            let r2 = rollup_series(&mut c2, &ids_many[i], m, 0, 100 * ROLLUP_MS)
-                .await
-                .expect("r2");
-            assert_eq!(r1, r2, "rollups of proxy {i} metric {m}");
-            assert!(!r1.is_empty());
-            let s1 = raw_series(&mut c1, &ids_one[i], m, 0, 100 * ROLLUP_MS)
-                .await
-                .expect("s1");
-            let s2 = raw_series(&mut c2, &ids_many[i], m, 0, 100 * ROLLUP_MS)
-                .await
-                .expect("s2");
-            assert_eq!(s1, s2, "raw samples of proxy {i} metric {m}");
+        total += n;
+        if n == 0 {
+            return total;
         }
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite() {
-    same_state_as_one_by_one(false).await
+async fn check(db: &Db, ids: &[String], all: &[NewPush]) {
+    let mut conn = db.pool().acquire().await.expect("conn");
+    assert_eq!(pending_pushes(&mut conn).await.expect("pending"), 0);
+    for id in ids {
+        for m in ["m0", "m1", "m2"] {
+            let got = rollup_series(&mut conn, id, m, 0, 100 * ROLLUP_MS)
+                .await
+                .expect("rollups");
+            let want = expected_rollups(all, id, m);
+            assert!(!want.is_empty());
+            assert_eq!(got, want, "rollups of {id} {m}");
+            let raw = raw_series(&mut conn, id, m, 0, 100 * ROLLUP_MS)
+                .await
+                .expect("raw");
+            let mut want_raw: Vec<(i64, f64)> = all
+                .iter()
+                .filter(|p| p.proxy_id == *id)
+                .filter_map(|p| {
+                    p.metrics
+                        .iter()
+                        .find(|(n, _)| n == m)
+                        .map(|(_, v)| (p.ts, *v))
+                })
+                .collect();
+            want_raw.sort_by_key(|(t, _)| *t);
+            assert_eq!(
+                raw.iter().map(|p| (p.t, p.last)).collect::<Vec<_>>(),
+                want_raw,
+                "raw samples of {id} {m}"
+            );
+        }
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres() {
-    same_state_as_one_by_one(true).await
+async fn rolled_up_in_steps_equals_one_fold(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    let ids = proxies(&db, 3).await;
+    let all = pushes(&ids);
+    // Pushes arrive in batches while roll-ups run in small steps in between, so later pushes
+    // add to rollup rows that already exist.
+    let mut taken = 0;
+    for part in all.chunks(400) {
+        insert(&db, part).await;
+        taken += roll_up_all(db.clone(), 37).await;
+    }
+    assert_eq!(taken, all.len(), "every push rolled up once");
+    check(&db, &ids, &all).await;
 }
+
+async fn concurrent_roll_ups_count_each_push_once(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    let ids = proxies(&db, 5).await;
+    let all = pushes(&ids);
+    insert(&db, &all).await;
+    // Three replicas' roll-ups at once (on PostgreSQL each skips the rows another claimed).
+    let tasks: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(roll_up_all(db.clone(), 50)))
+        .collect();
+    let mut taken = 0;
+    for t in tasks {
+        taken += t.await.expect("join");
+    }
+    assert_eq!(taken, all.len(), "no push claimed twice or left out");
+    check(&db, &ids, &all).await;
+}
+
+async fn an_interrupted_roll_up_leaves_the_pushes_pending(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    let ids = proxies(&db, 2).await;
+    let all = pushes(&ids);
+    insert(&db, &all).await;
+    {
+        let mut tx = db.begin_write().await.expect("tx");
+        assert_eq!(roll_up_pending(&mut tx, 500).await.expect("roll up"), 500);
+        // The process dies before the commit: the transaction is dropped.
+    }
+    let mut conn = db.pool().acquire().await.expect("conn");
+    assert_eq!(
+        pending_pushes(&mut conn).await.expect("pending"),
+        all.len() as i64
+    );
+    assert!(
+        rollup_series(&mut conn, &ids[0], "m0", 0, 100 * ROLLUP_MS)
+            .await
+            .expect("rollups")
+            .is_empty()
+    );
+    drop(conn);
+    assert_eq!(roll_up_all(db.clone(), 5000).await, all.len());
+    check(&db, &ids, &all).await;
+}
+
+async fn a_resent_push_replaces_the_stored_one(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    let ids = proxies(&db, 1).await;
+    let at = ROLLUP_MS + 10;
+    let push = |v: f64| NewPush {
+        proxy_id: ids[0].clone(),
+        ts: at,
+        metrics: vec![("m".into(), v)],
+    };
+    // Twice in one batch: the later wins (one statement may not touch a row twice).
+    insert(&db, &[push(1.0), push(2.0)]).await;
+    assert_eq!(roll_up_all(db.clone(), 10).await, 1);
+    // Resent after its roll-up: raw shows the new value, the rollup counts it again.
+    insert(&db, &[push(4.0)]).await;
+    assert_eq!(roll_up_all(db.clone(), 10).await, 1);
+    let mut conn = db.pool().acquire().await.expect("conn");
+    let raw = raw_series(&mut conn, &ids[0], "m", 0, 10 * ROLLUP_MS)
+        .await
+        .expect("raw");
+    assert_eq!(raw.iter().map(|p| p.last).collect::<Vec<_>>(), vec![4.0]);
+    let r = rollup_series(&mut conn, &ids[0], "m", 0, 10 * ROLLUP_MS)
+        .await
+        .expect("rollups");
+    assert_eq!((r[0].count, r[0].min, r[0].max), (2, 2.0, 4.0));
+    // A value JSON cannot hold is refused with its name, and nothing is stored.
+    let mut tx = db.begin_write().await.expect("tx");
+    let err = insert_pushes(
+        &mut tx,
+        &[NewPush {
+            proxy_id: ids[0].clone(),
+            ts: at + 1,
+            metrics: vec![("bad.metric".into(), f64::NAN)],
+        }],
+    )
+    .await
+    .expect_err("NaN");
+    assert!(err.to_string().contains("bad.metric"), "{err}");
+}
+
+/// Samples stored one row each before migration 4 become pushes, already rolled up.
+async fn migration_keeps_samples_stored_before_it(pg: bool) {
+    use apm_store::migrate::MIGRATIONS;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = common::connect(pg, dir.path(), "t.db").await;
+    {
+        let mut tx = db.begin_write().await.expect("tx");
+        sqlx::query(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .expect("table");
+        for m in MIGRATIONS.iter().filter(|m| m.version < 4) {
+            let statements = if pg { m.postgres } else { m.sqlite };
+            for s in statements {
+                sqlx::query(sqlx::AssertSqlSafe(*s))
+                    .execute(&mut *tx)
+                    .await
+                    .expect("old migration");
+            }
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, 0)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .execute(&mut *tx)
+            .await
+            .expect("record");
+        }
+        tx.commit().await.expect("commit");
+    }
+    let ids = proxies(&db, 1).await;
+    let mut tx = db.begin_write().await.expect("tx");
+    for (metric, ts, v) in [("a", 1000, 1.5), ("b", 1000, 2.0), ("a", 2000, 3.25)] {
+        sqlx::query("INSERT INTO stats_raw (proxy_id, metric, ts, value) VALUES ($1, $2, $3, $4)")
+            .bind(&ids[0])
+            .bind(metric)
+            .bind(ts as i64)
+            .bind(v)
+            .execute(&mut *tx)
+            .await
+            .expect("old sample");
+    }
+    tx.commit().await.expect("commit");
+    assert_eq!(db.migrate().await.expect("migrate"), vec![4]);
+    let mut conn = db.pool().acquire().await.expect("conn");
+    assert_eq!(pending_pushes(&mut conn).await.expect("pending"), 0);
+    let a = raw_series(&mut conn, &ids[0], "a", 0, 10_000)
+        .await
+        .expect("raw");
+    assert_eq!(
+        a.iter().map(|p| (p.t, p.last)).collect::<Vec<_>>(),
+        vec![(1000, 1.5), (2000, 3.25)]
+    );
+    let b = raw_series(&mut conn, &ids[0], "b", 0, 10_000)
+        .await
+        .expect("raw");
+    assert_eq!(
+        b.iter().map(|p| (p.t, p.last)).collect::<Vec<_>>(),
+        vec![(1000, 2.0)]
+    );
+}
+
+macro_rules! both {
+    ($($name:ident),*) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { super::$name(false).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { super::$name(true).await }
+        }
+    )*};
+}
+
+both!(
+    rolled_up_in_steps_equals_one_fold,
+    concurrent_roll_ups_count_each_push_once,
+    an_interrupted_roll_up_leaves_the_pushes_pending,
+    a_resent_push_replaces_the_stored_one,
+    migration_keeps_samples_stored_before_it
+);

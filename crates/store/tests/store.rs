@@ -7,8 +7,17 @@ mod common;
 
 async fn open(postgres: bool, dir: &std::path::Path) -> Db {
     let db = common::connect(postgres, dir, "t.db").await;
-    assert_eq!(db.migrate().await.expect("migrate"), vec![1, 2, 3]);
+    assert_eq!(db.migrate().await.expect("migrate"), vec![1, 2, 3, 4]);
     db
+}
+
+/// Folds every pending push into the rollups (what the server's roll-up task does).
+async fn roll_up(conn: &mut apm_store::AnyConnection) {
+    while apm_store::telemetry::roll_up_pending(conn, 1000)
+        .await
+        .expect("roll up")
+        > 0
+    {}
 }
 
 macro_rules! both {
@@ -155,16 +164,23 @@ async fn rollups_and_retention(pg: bool) {
         .expect("proxy");
     let bucket = apm_store::telemetry::ROLLUP_MS;
     // Two buckets; the second sample arrives out of order and must not become `last`.
-    for (ts, v) in [
+    let pushes: Vec<apm_store::telemetry::NewPush> = [
         (bucket, 5.0),
         (bucket + 2000, 9.0),
         (bucket + 1000, 1.0),
         (2 * bucket + 10, 3.0),
-    ] {
-        apm_store::telemetry::insert_sample(&mut tx, &p.id, "m", ts, v)
-            .await
-            .expect("sample");
-    }
+    ]
+    .into_iter()
+    .map(|(ts, v)| apm_store::telemetry::NewPush {
+        proxy_id: p.id.clone(),
+        ts,
+        metrics: vec![("m".into(), v)],
+    })
+    .collect();
+    apm_store::telemetry::insert_pushes(&mut tx, &pushes)
+        .await
+        .expect("pushes");
+    roll_up(&mut tx).await;
     tx.commit().await.expect("commit");
     let mut conn = db.pool().acquire().await.expect("conn");
     let r = apm_store::telemetry::rollup_series(&mut conn, &p.id, "m", 0, 10 * bucket)
@@ -241,11 +257,22 @@ async fn fleet_series_sum_gauges_and_rate_counters(pg: bool) {
         (&b.id, at(3), "conns", 5.0),
         (&b.id, at(4), "conns", 4.0),
     ];
+    // One push per (proxy, time), as an agent sends them.
+    let mut pushes: Vec<apm_store::telemetry::NewPush> = Vec::new();
     for (id, ts, metric, v) in samples {
-        apm_store::telemetry::insert_sample(&mut tx, id, metric, ts, v)
-            .await
-            .expect("sample");
+        match pushes.iter_mut().find(|p| p.proxy_id == id && p.ts == ts) {
+            Some(p) => p.metrics.push((metric.into(), v)),
+            None => pushes.push(apm_store::telemetry::NewPush {
+                proxy_id: id.into(),
+                ts,
+                metrics: vec![(metric.into(), v)],
+            }),
+        }
     }
+    apm_store::telemetry::insert_pushes(&mut tx, &pushes)
+        .await
+        .expect("pushes");
+    roll_up(&mut tx).await;
     tx.commit().await.expect("commit");
     let mut conn = db.pool().acquire().await.expect("conn");
     let point = |k: i64, value: f64, proxies: i64| FleetPoint {
