@@ -321,11 +321,20 @@ fn value_matcher(v: &str) -> J<'static> {
 /// A JsonUnit placeholder for a sanitized string value (`equalToJson` with
 /// `enablePlaceholders`), so a request that sanitizes to this body matches it.
 fn placeholder(v: &str) -> String {
-    if v.starts_with(MARKER) && marker_regex(v, "").is_empty() {
+    if is_whole_marker(v) {
         "${json-unit.ignore}".to_string()
     } else {
         format!("${{json-unit.regex}}{}", marker_regex(v, ".+?"))
     }
+}
+
+/// True when `v` is markers only (what `marker_regex(v, "")` turns into nothing): a marker,
+/// then only `A-Z`, `0-9` and `_`, which the first marker's name swallows.
+fn is_whole_marker(v: &str) -> bool {
+    v.strip_prefix(MARKER).is_some_and(|rest| {
+        rest.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    })
 }
 
 /// The JSON with sanitized string values replaced by placeholders, and whether any was.
@@ -363,8 +372,15 @@ fn with_placeholders(json: &[u8]) -> (Cow<'_, [u8]>, bool) {
         if is_key {
             continue;
         }
-        let Ok(text) = serde_json::from_slice::<Cow<'_, str>>(&json[start..end]) else {
-            continue;
+        let token = &json[start..end];
+        // Without escapes the token's text is the bytes between the quotes (the sanitizer's
+        // output is valid UTF-8); escapes are decoded by serde_json.
+        let text = match std::str::from_utf8(&token[1..token.len() - 1]) {
+            Ok(t) if !t.contains('\\') => Cow::Borrowed(t),
+            _ => match serde_json::from_slice::<Cow<'_, str>>(token) {
+                Ok(t) => t,
+                Err(_) => continue,
+            },
         };
         out.extend_from_slice(&json[copied..start]);
         write_str(&mut out, &placeholder(&text));
@@ -551,6 +567,22 @@ mod tests {
             let scan: Value = serde_json::from_slice(&scan).expect("json");
             let walk: Value = serde_json::from_slice(&walk).expect("json");
             proptest::prop_assert_eq!(scan, walk);
+        }
+    }
+
+    proptest::proptest! {
+        /// The direct test equals asking `marker_regex` whether nothing but markers is left.
+        #[test]
+        fn whole_marker_check_equals_the_regex_form(
+            v in proptest::prop_oneof![
+                "(SANITIZED_[A-Z_]{0,8}|[A-Za-z0-9_ .-]{0,4}){0,3}",
+                proptest::prelude::any::<String>(),
+            ]
+        ) {
+            proptest::prop_assert_eq!(
+                is_whole_marker(&v),
+                v.starts_with(MARKER) && marker_regex(&v, "").is_empty()
+            );
         }
     }
 

@@ -300,12 +300,6 @@ impl Sanitizer {
         }
     }
 
-    /// True when `key` cannot be a sensitive field (most keys); a cheap test before
-    /// [`Self::field_kind`].
-    fn field_is_plain(&self, key: &str) -> bool {
-        self.config.sensitive_fields.is_empty() && !text::key_may_name_a_secret(key.as_bytes())
-    }
-
     fn field_kind(&self, key: &str) -> Option<Kind> {
         self.rules.key_kind(key.as_bytes()).or_else(|| {
             self.config

@@ -47,31 +47,12 @@ pub(crate) trait Rewrite {
 struct SanitizeJson<'s> {
     s: &'s Sanitizer,
     stats: SanitizeStats,
-    /// Keys that passed the cheap test and what they name: bodies repeat their keys (one
-    /// per array element), so the keyword automaton runs once per distinct key.
-    seen: Vec<(Box<str>, Option<Kind>)>,
-}
-
-impl SanitizeJson<'_> {
-    fn field_kind(&mut self, key: &str) -> Option<Kind> {
-        if self.s.field_is_plain(key) {
-            return None;
-        }
-        if let Some((_, kind)) = self.seen.iter().find(|(k, _)| **k == *key) {
-            return *kind;
-        }
-        let kind = self.s.field_kind(key);
-        if self.seen.len() < 32 {
-            self.seen.push((key.into(), kind));
-        }
-        kind
-    }
 }
 
 impl Rewrite for SanitizeJson<'_> {
     fn key(&mut self, key: &str, class: Option<u8>) -> KeyAction {
         KeyAction {
-            value: self.field_kind(key),
+            value: self.s.field_kind(key),
             key: self.string(key, class),
         }
     }
@@ -102,7 +83,6 @@ pub(crate) fn sanitize(
     let mut r = SanitizeJson {
         s,
         stats: SanitizeStats::default(),
-        seen: Vec::new(),
     };
     let (out, _) = rewrite(input, &mut r)?;
     stats.merge(&r.stats);
