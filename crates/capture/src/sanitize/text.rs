@@ -593,13 +593,11 @@ pub(crate) fn key_word_kind(t: &[u8]) -> Option<Kind> {
     let mut secret = false;
     for (i, &b) in t.iter().enumerate() {
         match b | 0x20 {
-            b'w' => {
-                if word_at(t, i, 1, b"pwd")
-                    || (word_at(t, i, 4, b"passw")
-                        && (word_at(t, i + 1, 0, b"d") || word_at(t, i + 1, 0, b"ord")))
-                {
-                    return Some(Kind::Password);
-                }
+            b'w' if word_at(t, i, 1, b"pwd")
+                || (word_at(t, i, 4, b"passw")
+                    && (word_at(t, i + 1, 0, b"d") || word_at(t, i + 1, 0, b"ord"))) =>
+            {
+                return Some(Kind::Password);
             }
             b'k' if !secret => {
                 secret = word_at(t, i, 2, b"token")
