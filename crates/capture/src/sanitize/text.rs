@@ -793,6 +793,135 @@ mod tests {
         }
     }
 
+    impl TextRules {
+        /// Every built-in rule in order, with no gate at all: the reference the gated
+        /// [`TextRules::apply`] must equal.
+        fn apply_ungated(&self, input: &[u8], stats: &mut SanitizeStats) -> Option<Vec<u8>> {
+            type Rule<'a> = &'a dyn Fn(&[u8], &mut SanitizeStats) -> Option<Vec<u8>>;
+            let rules: [Rule<'_>; 7] = [
+                &|t, s| self.jwt_rule(t, s),
+                &|t, s| self.email_rule(t, s),
+                &|t, s| self.keyed_rule(t, s),
+                &|t, s| self.doc_formatted_rule(t, s),
+                &|t, s| self.cnpj_alnum_rule(t, s),
+                &|t, s| self.phone_rule(t, s),
+                &|t, s| self.digit_run_rule(t, s),
+            ];
+            let mut cur = input.to_vec();
+            let mut changed = false;
+            for rule in rules {
+                if let Some(next) = rule(&cur, stats) {
+                    cur = next;
+                    changed = true;
+                }
+            }
+            changed.then_some(cur)
+        }
+    }
+
+    /// Pieces of text: secrets of every type, look-alikes, separators, letters, unicode.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(
+                &[
+                    "52998224725",
+                    "529.982.247-25",
+                    "11222333000181",
+                    "11.222.333/0001-81",
+                    "12ABC34501DE35",
+                    "12.ABC.345/01DE-35",
+                    "4111111111111111",
+                    "4111 1111 1111 1111",
+                    "5555-5555-5555-4444",
+                    "+55 11 98765-4321",
+                    "(11) 98765-4321",
+                    "11 98765-4321",
+                    "+1 415 555 2671",
+                    "ana@example.com",
+                    "x%40example.com.br",
+                    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2ln",
+                    "password=1",
+                    "api_key: \"k\"",
+                    "ORD-2026-000123",
+                    "1763000000000",
+                    "2026-11-20T10:00:00Z",
+                    "EMAIL",
+                    "SANITIZED_",
+                    "3f2a8b1c-1d2e-4f3a-8b9c-0d1e2f3a4b5c",
+                    "4111 1111 1111 1112",
+                    "529.982.247-26",
+                    "+55",
+                    "(",
+                    ")",
+                    "-",
+                    " ",
+                    ".",
+                    "/",
+                    "+",
+                    "@",
+                    "%40",
+                    ":",
+                    "=",
+                    "é",
+                    "\u{a0}",
+                ][..]
+            )
+            .prop_map(String::from),
+            "[0-9]{1,16}",
+            "[0-9 .()/+-]{1,12}",
+            "[A-Z0-9]{1,14}",
+            "[a-zA-Z]{1,6}",
+            any::<char>().prop_map(String::from),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(6000))]
+
+        /// The per-rule gates (shape checks, the combined numeric scan, the bare-digit path,
+        /// the key-word scan) never change a result: same text and same counts per type as
+        /// every rule run ungated (but see `a_marker_never_takes_part_in_a_numeric_match`).
+        #[test]
+        fn gated_rules_equal_ungated_rules(
+            parts in proptest::collection::vec(piece(), 0..8)
+        ) {
+            static RULES: std::sync::LazyLock<TextRules> =
+                std::sync::LazyLock::new(|| TextRules::new(Vec::new()));
+            let t = parts.concat();
+            let mut a = SanitizeStats::default();
+            let mut b = SanitizeStats::default();
+            prop_assert_eq!(
+                RULES.apply(t.as_bytes(), &mut a),
+                RULES.apply_ungated(t.as_bytes(), &mut b),
+                "{:?}", t
+            );
+            prop_assert_eq!(a, b, "{:?}", t);
+        }
+    }
+
+    /// The one place the gates differ from running every rule ungated, on purpose: a
+    /// marker's letters never take part in a later numeric match. Ungated, the email's marker
+    /// and the digits after it (`EMAIL123456773`) form a valid alphanumeric CNPJ; gated, the
+    /// numeric rules are skipped because the input cannot hold one. (The random strings of
+    /// `gated_rules_equal_ungated_rules` practically never build such a check-digit-valid
+    /// run after an email or JWT.)
+    #[test]
+    fn a_marker_never_takes_part_in_a_numeric_match() {
+        let rules = TextRules::new(Vec::new());
+        let (mut a, mut b) = (SanitizeStats::default(), SanitizeStats::default());
+        let t = b"ana@example.com123456773";
+        assert_eq!(
+            rules.apply(t, &mut a).as_deref(),
+            Some(&b"SANITIZED_EMAIL123456773"[..])
+        );
+        assert_eq!(a.get("email"), 1);
+        assert_eq!(a.get("document"), 0);
+        assert_eq!(
+            rules.apply_ungated(t, &mut b).as_deref(),
+            Some(&b"SANITIZED_SANITIZED_DOCUMENT"[..])
+        );
+    }
+
     #[test]
     fn a_card_after_a_glued_id_is_found() {
         let rules = TextRules::new(Vec::new());
