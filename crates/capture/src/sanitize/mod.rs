@@ -292,6 +292,11 @@ impl Sanitizer {
         }
     }
 
+    /// True when the text rules never change a string with these `text::classify` bits.
+    pub(crate) fn leaves_class_alone(&self, class: u8) -> bool {
+        self.rules.leaves_class_alone(class)
+    }
+
     /// Sanitizes bytes (binary bodies).
     pub fn bytes<'a>(&self, b: &'a [u8], stats: &mut SanitizeStats) -> Cow<'a, [u8]> {
         match self.rules.apply(b, stats) {

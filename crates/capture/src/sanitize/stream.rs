@@ -39,6 +39,11 @@ pub(crate) trait Rewrite {
     fn integer(&mut self, digits: &str) -> Option<String>;
     /// A value was replaced as a whole because of its key.
     fn replaced(&mut self, kind: Kind);
+    /// True when [`Self::string`] returns `None` for every string with these `classify`
+    /// bits, so the walker need not decode or offer them.
+    fn leaves_string_alone(&self, _class: u8) -> bool {
+        false
+    }
 }
 
 /// The sanitizer's rules as a [`Rewrite`]: a member whose name is sensitive has its value
@@ -53,7 +58,11 @@ impl Rewrite for SanitizeJson<'_> {
     fn key(&mut self, key: &str, class: Option<u8>) -> KeyAction {
         KeyAction {
             value: self.s.field_kind(key),
-            key: self.string(key, class),
+            key: if class.is_some_and(|c| self.s.leaves_class_alone(c)) {
+                None
+            } else {
+                self.string(key, class)
+            },
         }
     }
 
@@ -70,6 +79,10 @@ impl Rewrite for SanitizeJson<'_> {
 
     fn replaced(&mut self, kind: Kind) {
         self.stats.add(kind);
+    }
+
+    fn leaves_string_alone(&self, class: u8) -> bool {
+        self.s.leaves_class_alone(class)
     }
 }
 
@@ -202,6 +215,14 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
             b'[' => self.array(emit, depth + 1),
             b'"' => {
                 let (start, end, class) = self.string_token()?;
+                if !emit || class.is_some_and(|c| self.r.leaves_string_alone(c)) {
+                    // Nothing to offer (or validated only): a string without escapes is
+                    // already known to be valid; one with escapes still gets decoded.
+                    if class.is_none() {
+                        self.decode(start, end, class)?;
+                    }
+                    return Ok(());
+                }
                 let decoded = self.decode(start, end, class)?;
                 if emit && let Some(new) = self.r.string(&decoded, class) {
                     self.replace_with_string(start, end, &new);

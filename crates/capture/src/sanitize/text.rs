@@ -92,6 +92,12 @@ impl TextRules {
         }
     }
 
+    /// True when a string with these [`classify`] bits is never changed (no custom pattern,
+    /// and none of the bytes a built-in rule needs): callers may skip it.
+    pub(crate) fn leaves_class_alone(&self, class: u8) -> bool {
+        self.custom.is_empty() && class & G_ANY_RULE == 0
+    }
+
     /// Applies every rule. Returns `None` when nothing was replaced.
     ///
     /// Most strings in a body (words, ids, statuses, dates) can hold nothing sensitive; one
@@ -114,7 +120,7 @@ impl TextRules {
             return self.apply_general(input, stats);
         }
         let g = class.unwrap_or_else(|| classify(input));
-        if g & (G_DIGIT | G_JWT | G_AT | G_KV) == 0 {
+        if g & G_ANY_RULE == 0 {
             return None;
         }
         if g & G_NON_DIGIT == 0 {
@@ -332,6 +338,9 @@ const G_AT: u8 = 4;
 /// `:` or `=` (the keyed rule).
 const G_KV: u8 = 8;
 const G_NON_DIGIT: u8 = 16;
+/// Some built-in rule needs one of these bytes; a string with none of them is never changed
+/// by the built-in rules.
+pub(crate) const G_ANY_RULE: u8 = G_DIGIT | G_JWT | G_AT | G_KV;
 
 /// A raw control character (refused inside JSON strings).
 pub(crate) const G_CONTROL: u8 = 32;
