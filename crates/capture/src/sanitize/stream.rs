@@ -12,8 +12,11 @@
 
 use std::borrow::Cow;
 
-use super::text::{G_CONTROL, classify};
+use super::text::{CLASS, G_CONTROL, classify};
 use super::{Kind, SanitizeStats, Sanitizer};
+
+/// Strings up to this many bytes are scanned byte by byte (see `Walker::string_token`).
+const SHORT: usize = 24;
 
 /// serde_json refuses the 128th level of nesting.
 const MAX_DEPTH: usize = 127;
@@ -347,6 +350,25 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
     /// Raw control characters are refused, as serde_json does.
     fn string_token(&mut self) -> Result<(usize, usize, Option<u8>), ()> {
         let start = self.pos;
+        // Most strings (keys, words, ids) are short: one scalar pass classifies their bytes
+        // while it looks for the end, cheaper than starting a vector search. Longer or
+        // escaped strings take the general path below.
+        let input = self.input;
+        let limit = (start + 1 + SHORT).min(input.len());
+        let mut class = 0u8;
+        for (i, &b) in input[..limit].iter().enumerate().skip(start + 1) {
+            if b == b'"' {
+                if class & G_CONTROL != 0 {
+                    return Err(());
+                }
+                self.pos = i + 1;
+                return Ok((start, i + 1, Some(class)));
+            }
+            if b == b'\\' {
+                break;
+            }
+            class |= CLASS[usize::from(b)];
+        }
         let mut i = start + 1;
         let mut escaped = false;
         let end = loop {

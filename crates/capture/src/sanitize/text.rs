@@ -364,7 +364,8 @@ pub(crate) fn classify(t: &[u8]) -> u8 {
     lanes.iter().fold(tail, |m, l| m | l)
 }
 
-static CLASS: [u8; 256] = {
+/// `classify` bits of each byte.
+pub(crate) static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
