@@ -601,7 +601,14 @@ fn word_at(t: &[u8], start: usize, back: usize, word: &[u8]) -> bool {
 /// so only those bytes (any case) look around them; the rest cost a compare each.
 pub(crate) fn key_word_kind(t: &[u8]) -> Option<Kind> {
     let mut secret = false;
-    for (i, &b) in t.iter().enumerate() {
+    // Most bytes are not an anchor: skip them with one compare each.
+    let mut i = 0;
+    while i < t.len() {
+        let b = t[i];
+        if b | 0x20 != b'w' && b | 0x20 != b'k' && b | 0x20 != b'c' {
+            i += 1;
+            continue;
+        }
         match b | 0x20 {
             b'w' if word_at(t, i, 1, b"pwd")
                 || (word_at(t, i, 4, b"passw")
@@ -625,6 +632,7 @@ pub(crate) fn key_word_kind(t: &[u8]) -> Option<Kind> {
             b'c' if !secret => secret = word_at(t, i, 2, b"secret"),
             _ => {}
         }
+        i += 1;
     }
     secret.then_some(Kind::Secret)
 }
