@@ -20,7 +20,7 @@ pub struct DedupeKey(pub [u8; 32]);
 impl DedupeKey {
     /// Lower-case hex.
     pub fn hex(&self) -> String {
-        hex::encode(self.0)
+        hex_lower(&self.0)
     }
 
     /// A UUID-shaped id derived from the key (`n` distinguishes scenario states), stable
@@ -34,16 +34,31 @@ impl DedupeKey {
         b.copy_from_slice(&d[..16]);
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
-        let x = hex::encode(b);
-        format!(
-            "{}-{}-{}-{}-{}",
-            &x[0..8],
-            &x[8..12],
-            &x[12..16],
-            &x[16..20],
-            &x[20..32]
-        )
+        let x = hex_lower(&b);
+        let mut id = String::with_capacity(36);
+        for (i, part) in [&x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32]]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                id.push('-');
+            }
+            id.push_str(part);
+        }
+        id
     }
+}
+
+/// Lower-case hex of `bytes` (what `hex::encode` gives, without building it char by char).
+fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
+    }
+    // Only ASCII hex digits were pushed.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl fmt::Debug for DedupeKey {
@@ -205,6 +220,24 @@ mod tests {
         assert!(lru.seen(k(1)));
         assert!(!lru.seen(k(2)), "2 was evicted");
         assert_eq!(lru.len(), 2);
+    }
+
+    #[test]
+    fn hex_equals_the_hex_crate() {
+        for n in [0u8, 1, 7, 0x5a, 0xff] {
+            let mut key = [0u8; 32];
+            for (i, b) in key.iter_mut().enumerate() {
+                *b = n.wrapping_mul(i as u8).wrapping_add(i as u8);
+            }
+            assert_eq!(DedupeKey(key).hex(), hex::encode(key));
+        }
+        let id = k(9).stub_id(3);
+        let x = id.replace('-', "");
+        assert_eq!(x.len(), 32);
+        assert!(
+            x.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
     }
 
     #[test]

@@ -91,8 +91,17 @@ fn obj<'a>(members: Vec<(&'static str, J<'a>)>) -> J<'a> {
 }
 
 fn write_str(out: &mut Vec<u8>, v: &str) {
-    // Writing a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, v);
+    // serde_json escapes only control characters, `"` and `\\`; most strings of a mapping
+    // (member names, ids, paths, header values) hold none and are copied as they are.
+    if v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(v.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
 }
 
 fn indent(out: &mut Vec<u8>, depth: usize) {
@@ -477,26 +486,29 @@ fn response_headers(ex: &SanitizedExchange) -> Vec<(Cow<'_, str>, J<'_>)> {
 
 /// `get-v1-orders-1a2b3c4d.json`: readable, filesystem-safe, unique through the id.
 pub fn file_name(method: &str, path: &str, id: &str) -> String {
-    let mut slug = String::new();
-    for c in path.chars() {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_alphanumeric() {
-            slug.push(c);
-        } else if !slug.ends_with('-') {
-            slug.push('-');
+    let mut slug: Vec<u8> = Vec::with_capacity(64);
+    // Every non-ASCII character becomes one dash, as each of its bytes is non-alphanumeric
+    // and dashes never repeat.
+    for &b in path.as_bytes() {
+        let b = b.to_ascii_lowercase();
+        if b.is_ascii_alphanumeric() {
+            slug.push(b);
+        } else if slug.last() != Some(&b'-') {
+            slug.push(b'-');
         }
         if slug.len() >= 60 {
             break;
         }
     }
-    let slug = slug.trim_matches('-');
+    let slug = std::str::from_utf8(&slug).unwrap_or("").trim_matches('-');
     let slug = if slug.is_empty() { "root" } else { slug };
-    format!(
-        "{}-{}-{}.json",
-        method.to_ascii_lowercase(),
-        slug,
-        id.get(..8).unwrap_or(id)
-    )
+    let method = method.to_ascii_lowercase();
+    let id = id.get(..8).unwrap_or(id);
+    let mut name = String::with_capacity(method.len() + slug.len() + id.len() + 7);
+    for part in [method.as_str(), "-", slug, "-", id, ".json"] {
+        name.push_str(part);
+    }
+    name
 }
 
 #[cfg(test)]
@@ -583,6 +595,55 @@ mod tests {
                 is_whole_marker(&v),
                 v.starts_with(MARKER) && marker_regex(&v, "").is_empty()
             );
+        }
+    }
+
+    /// The char-based slug the byte-based one replaced: the reference.
+    fn file_name_reference(method: &str, path: &str, id: &str) -> String {
+        let mut slug = String::new();
+        for c in path.chars() {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() {
+                slug.push(c);
+            } else if !slug.ends_with('-') {
+                slug.push('-');
+            }
+            if slug.len() >= 60 {
+                break;
+            }
+        }
+        let slug = slug.trim_matches('-');
+        let slug = if slug.is_empty() { "root" } else { slug };
+        format!(
+            "{}-{}-{}.json",
+            method.to_ascii_lowercase(),
+            slug,
+            id.get(..8).unwrap_or(id)
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn file_name_equals_the_char_based_slug(
+            method in "[A-Za-z]{1,7}",
+            path in proptest::prop_oneof![
+                "(/[a-zA-Z0-9_.%~-]{0,12}){0,8}",
+                proptest::prelude::any::<String>(),
+            ],
+            id in "[0-9a-f-]{0,36}",
+        ) {
+            proptest::prop_assert_eq!(
+                file_name(&method, &path, &id),
+                file_name_reference(&method, &path, &id)
+            );
+        }
+
+        /// The copy fast path writes exactly what serde_json writes.
+        #[test]
+        fn write_str_equals_serde_json(v in proptest::prelude::any::<String>()) {
+            let mut out = Vec::new();
+            write_str(&mut out, &v);
+            proptest::prop_assert_eq!(out, serde_json::to_vec(&v).expect("json"));
         }
     }
 
