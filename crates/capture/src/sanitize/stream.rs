@@ -15,6 +15,22 @@ use std::borrow::Cow;
 use super::text::{CLASS, G_CONTROL, classify};
 use super::{Kind, SanitizeStats, Sanitizer};
 
+/// The cache slot of a member name: length and three of its bytes, mixed.
+#[inline(always)]
+fn key_slot(name: &[u8]) -> usize {
+    let n = name.len();
+    let (a, b, c) = match n {
+        0 => (0, 0, 0),
+        _ => (name[0], name[n / 2], name[n - 1]),
+    };
+    let h = (n as u32)
+        .wrapping_mul(0x9e37_79b9)
+        .wrapping_add(u32::from(a).wrapping_mul(0x85eb_ca6b))
+        .wrapping_add(u32::from(b).wrapping_mul(0xc2b2_ae35))
+        .wrapping_add(u32::from(c).wrapping_mul(0x27d4_eb2f));
+    (h >> 27) as usize % KEY_SLOTS
+}
+
 /// Strings up to this many bytes are scanned byte by byte (see `Walker::string_token`).
 const SHORT: usize = 24;
 
@@ -33,7 +49,8 @@ pub(crate) struct KeyAction {
 /// Decides what changes in a document.
 pub(crate) trait Rewrite {
     /// A member key (decoded). `class`: its `text::classify` bits when the walker has them
-    /// (strings without escapes).
+    /// (strings without escapes). Must depend only on the key's text: the walker asks once
+    /// per distinct name in a document and reuses an answer that leaves the key as it is.
     fn key(&mut self, key: &str, class: Option<u8>) -> KeyAction;
     /// A string value (decoded); `Some` replaces it. `class` as for keys.
     fn string(&mut self, s: &str, class: Option<u8>) -> Option<String>;
@@ -121,6 +138,7 @@ pub(crate) fn rewrite<R: Rewrite>(input: Vec<u8>, r: &mut R) -> Result<(Vec<u8>,
         edited: false,
         changed: false,
         r,
+        keys: [None; KEY_SLOTS],
     };
     let ok = w.document().is_ok();
     if !ok {
@@ -146,7 +164,15 @@ struct Walker<'a, 'r, R> {
     edited: bool,
     changed: bool,
     r: &'r mut R,
+    /// Member names seen in this document that [`Rewrite::key`] left as they are, and what
+    /// it said about their values: bodies repeat their names (one set per array element),
+    /// so each distinct name is decided once. Direct-mapped by a cheap hash; an entry is the
+    /// name's byte range in `input` (compared in full on lookup) and the decision.
+    keys: [Option<(usize, usize, Option<Kind>)>; KEY_SLOTS],
 }
+
+/// Slots of the member-name cache.
+const KEY_SLOTS: usize = 32;
 
 type Step = Result<(), ()>;
 
@@ -275,14 +301,34 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
                 return Err(());
             }
             let (start, end, class) = self.string_token()?;
-            let key = self.decode(start, end, class)?;
-            let action = if emit {
-                self.r.key(&key, class)
-            } else {
+            let action = if !emit {
+                if class.is_none() {
+                    self.decode(start, end, class)?;
+                }
                 KeyAction {
                     key: None,
                     value: None,
                 }
+            } else if class.is_some() {
+                // Without escapes the name is its bytes: look it up before deciding.
+                let name = &self.input[start + 1..end - 1];
+                let slot = key_slot(name);
+                match self.keys[slot] {
+                    Some((s, e, value)) if self.input[s..e] == *name => {
+                        KeyAction { key: None, value }
+                    }
+                    _ => {
+                        let key = self.decode(start, end, class)?;
+                        let action = self.r.key(&key, class);
+                        if action.key.is_none() {
+                            self.keys[slot] = Some((start + 1, end - 1, action.value));
+                        }
+                        action
+                    }
+                }
+            } else {
+                let key = self.decode(start, end, class)?;
+                self.r.key(&key, class)
             };
             if let Some(new) = &action.key {
                 self.replace_with_string(start, end, new);
