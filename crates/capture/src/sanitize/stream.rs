@@ -834,6 +834,35 @@ mod tests {
         n
     }
 
+    /// Names are cached per document by slot: hundreds of distinct names (every slot taken
+    /// over and over) never let a password member through, nor replace a plain one.
+    #[test]
+    fn member_name_cache_decides_by_the_whole_name() {
+        let mut doc = String::from("[");
+        for i in 0..200 {
+            doc.push_str(&format!(
+                r#"{{"k{i}":1,"password":"p{i}","Password":"q{i}","passwordx{i}":"r{i}","k{i}x":"v{i}","pwdk{i}":null}},"#
+            ));
+        }
+        doc.pop();
+        doc.push(']');
+        let mut stats = SanitizeStats::default();
+        let out = sanitize(&sanitizers()[0], doc.into_bytes(), &mut stats).expect("json");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(stats.get("password"), 600);
+        for i in 0..200 {
+            for raw in [
+                format!("\"p{i}\""),
+                format!("\"q{i}\""),
+                format!("\"r{i}\""),
+            ] {
+                assert!(!text.contains(&raw), "{raw} survived");
+            }
+            assert!(text.contains(&format!("\"k{i}x\":\"v{i}\"")));
+            assert!(text.contains(&format!("\"pwdk{i}\":null")));
+        }
+    }
+
     #[test]
     fn nesting_limit_matches_serde_json() {
         for depth in 120..135 {
