@@ -20,6 +20,9 @@ use clap::{Args, Subcommand};
 #[derive(Subcommand)]
 pub enum CaptureCommand {
     /// Read traces (Envoy tap, HAR, JSONL) and write sanitized WireMock mappings.
+    ///
+    /// The report's `sanitized` counts are of what was sanitized: every request, and the
+    /// responses that may be written (a repeated request's response only with --scenarios).
     Ingest(IngestArgs),
     /// Run a recording reverse proxy in front of a service and write mappings when it stops.
     Record(RecordArgs),
@@ -54,7 +57,9 @@ pub struct PipelineArgs {
     /// Size of the dedupe LRU.
     #[arg(long, default_value_t = 10_000)]
     dedupe_capacity: usize,
-    /// Keep repeats whose response differs as WireMock scenario states.
+    /// Keep repeats whose response differs as WireMock scenario states (every repeat's
+    /// response is then sanitized and counted, to compare it; without this flag it is
+    /// dropped unread).
     #[arg(long)]
     scenarios: bool,
     /// Most distinct stubs kept in memory; new requests past it are counted as filtered.
