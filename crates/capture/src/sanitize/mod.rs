@@ -341,14 +341,20 @@ impl Sanitizer {
         headers
             .into_iter()
             .map(|h| {
-                let lower = h.name.to_ascii_lowercase();
-                let kind = if lower == "cookie" || lower == "set-cookie" {
+                let name = h.name.as_bytes();
+                let has = |word: &[u8]| {
+                    name.windows(word.len())
+                        .any(|w| w.eq_ignore_ascii_case(word))
+                };
+                let kind = if name.eq_ignore_ascii_case(b"cookie")
+                    || name.eq_ignore_ascii_case(b"set-cookie")
+                {
                     Some(Kind::Cookie)
-                } else if lower == "authorization"
-                    || lower == "proxy-authorization"
-                    || lower.contains("key")
-                    || lower.contains("token")
-                    || lower.contains("secret")
+                } else if name.eq_ignore_ascii_case(b"authorization")
+                    || name.eq_ignore_ascii_case(b"proxy-authorization")
+                    || has(b"key")
+                    || has(b"token")
+                    || has(b"secret")
                     || self
                         .config
                         .sensitive_headers
@@ -587,5 +593,52 @@ impl SanitizedExchange {
     /// Sanitized response body.
     pub fn response_body(&self) -> &SanitizedBody {
         &self.response_body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The lower-casing form of the header-name rules the byte comparisons replaced.
+    fn header_kind_reference(name: &str) -> Option<Kind> {
+        let lower = name.to_ascii_lowercase();
+        if lower == "cookie" || lower == "set-cookie" {
+            Some(Kind::Cookie)
+        } else if lower == "authorization"
+            || lower == "proxy-authorization"
+            || lower.contains("key")
+            || lower.contains("token")
+            || lower.contains("secret")
+        {
+            Some(Kind::Header)
+        } else {
+            None
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn header_name_rules_equal_the_lower_case_form(
+            name in prop_oneof![
+                proptest::sample::select(&[
+                    "Cookie", "SET-COOKIE", "authorization", "Proxy-Authorization", "X-Api-Key",
+                    "x-auth-TOKEN", "X-Secret-Thing", "MonKey", "Keep-Alive", "X-Request-Id",
+                    "Content-Type", "Cookie2", "X-Tok-En", "K", "",
+                ][..]).prop_map(String::from),
+                "[a-zA-Z-]{0,14}",
+                any::<String>(),
+            ]
+        ) {
+            let s = Sanitizer::builtin();
+            let mut stats = SanitizeStats::default();
+            let out = s.headers(vec![Header::new(name.clone(), "v")], &mut stats);
+            let expected = header_kind_reference(&name);
+            prop_assert_eq!(out[0].value == "SANITIZED_HEADER", expected.is_some());
+            prop_assert_eq!(stats.get("cookie"), u64::from(expected == Some(Kind::Cookie)));
+            prop_assert_eq!(stats.get("header"), u64::from(expected == Some(Kind::Header)));
+        }
     }
 }

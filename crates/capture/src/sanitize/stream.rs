@@ -32,7 +32,7 @@ fn key_slot(name: &[u8]) -> usize {
 }
 
 /// Strings up to this many bytes are scanned byte by byte (see `Walker::string_token`).
-const SHORT: usize = 24;
+const SHORT: usize = 12;
 
 /// serde_json refuses the 128th level of nesting.
 const MAX_DEPTH: usize = 127;
@@ -195,8 +195,15 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
 
     fn replace_with_string(&mut self, start: usize, end: usize, s: &str) {
         self.flush(start);
-        // Writing a str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut self.out, s);
+        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            // Nothing to escape (markers, most rewritten text): what serde_json would write.
+            self.out.push(b'"');
+            self.out.extend_from_slice(s.as_bytes());
+            self.out.push(b'"');
+        } else {
+            // Writing a str into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut self.out, s);
+        }
         self.copied = end;
         self.changed = true;
     }
