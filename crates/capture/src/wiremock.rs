@@ -93,7 +93,7 @@ fn obj<'a>(members: Vec<(&'static str, J<'a>)>) -> J<'a> {
 fn write_str(out: &mut Vec<u8>, v: &str) {
     // serde_json escapes only control characters, `"` and `\\`; most strings of a mapping
     // (member names, ids, paths, header values) hold none and are copied as they are.
-    if v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escape(v.as_bytes()) {
         out.reserve(v.len() + 2);
         out.push(b'"');
         out.extend_from_slice(v.as_bytes());
@@ -102,6 +102,33 @@ fn write_str(out: &mut Vec<u8>, v: &str) {
         // Writing a str into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, v);
     }
+}
+
+/// Whether `v` holds a byte serde_json escapes (control characters, `"`, `\\`), eight
+/// bytes at a time.
+fn needs_escape(v: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Non-zero exactly when some byte of the word is below `n` (n <= 128).
+    let below = |x: u64, n: u8| x.wrapping_sub(LO * u64::from(n)) & !x & HI;
+    let word = |x: u64| {
+        below(x, 0x20)
+            | below(x ^ (LO * u64::from(b'"')), 1)
+            | below(x ^ (LO * u64::from(b'\\')), 1)
+            != 0
+    };
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        if word(u64::from_le_bytes(b)) {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 fn indent(out: &mut Vec<u8>, depth: usize) {
@@ -640,7 +667,13 @@ mod tests {
 
         /// The copy fast path writes exactly what serde_json writes.
         #[test]
-        fn write_str_equals_serde_json(v in proptest::prelude::any::<String>()) {
+        fn write_str_equals_serde_json(
+            v in proptest::prop_oneof![
+                proptest::prelude::any::<String>(),
+                "[ -~\u{0}-\u{1f}\u{7f}\u{80}-\u{ff}]{0,40}",
+                "[a-z]{0,20}[\"\\\\\u{1f}\u{0}]?[a-z]{0,20}",
+            ]
+        ) {
             let mut out = Vec::new();
             write_str(&mut out, &v);
             proptest::prop_assert_eq!(out, serde_json::to_vec(&v).expect("json"));
