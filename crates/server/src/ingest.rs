@@ -42,7 +42,7 @@ enum Failure {
     Internal(String),
 }
 
-/// Most jobs written in one transaction.
+/// Most urgent jobs written in one transaction (plus up to [`MAX_BULK`] pushes).
 const MAX_BATCH: usize = 2000;
 
 /// Queue capacity: jobs beyond it wait in their handlers (back-pressure, no unbounded memory).
@@ -168,17 +168,41 @@ async fn run(db: Db, mut urgent: mpsc::Receiver<Job>, mut bulk: mpsc::Receiver<J
             .iter()
             .filter(|j| matches!(j.work, Work::Stats { .. } | Work::Contacts { .. }))
             .count();
-        let limit = (jobs.len() + MAX_BULK.saturating_sub(bulk_jobs)).min(MAX_BATCH);
+        // Every batch takes up to MAX_BULK pushes whatever the urgent lane holds: an ACK storm
+        // after an approval (100,000 at fleet scale) must not starve metric pushes until they
+        // time out.
+        let limit = jobs.len() + MAX_BULK.saturating_sub(bulk_jobs);
         top_up(&mut jobs, &mut bulk, limit);
         // Each handler turns a failure into its own problem answer (and log line, with its
         // request id), as it did when it wrote alone.
         let mut attempt = 0;
+        let started = std::time::Instant::now();
         let outcome = loop {
             match write_batch(&db, &jobs).await {
                 Err(e) if attempt < RETRIES && retryable(&e) => attempt += 1,
                 other => break other,
             }
         };
+        let took = started.elapsed();
+        metrics::histogram!("apm_ingest_batch_seconds").record(took.as_secs_f64());
+        metrics::counter!("apm_ingest_jobs_total").increment(jobs.len() as u64);
+        if took > std::time::Duration::from_secs(5) {
+            tracing::warn!(
+                jobs = jobs.len(),
+                took_ms = took.as_millis() as u64,
+                "a batch of agent writes took long (database saturated?)"
+            );
+        } else {
+            tracing::debug!(
+                jobs = jobs.len(),
+                pushes = jobs
+                    .iter()
+                    .filter(|j| matches!(j.work, Work::Stats { .. }))
+                    .count(),
+                took_ms = took.as_millis() as u64,
+                "agent writes stored"
+            );
+        }
         let outcome = outcome.map_err(|e| match e {
             apm_store::StoreError::Db(
                 apm_store::SqlxError::PoolTimedOut
