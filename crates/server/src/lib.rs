@@ -209,10 +209,10 @@ async fn housekeeping(state: AppState) {
 }
 
 /// Folds every pending metric push into the 5-minute rollups now, in transactions of
-/// [`apm_store::telemetry::ROLLUP_CHUNK`] pushes, pausing after each as long as it took, so the
-/// agents' writes get the (SQLite) write lock at least half of the time while a large backlog is
-/// folded; returns the pushes taken. Each push is claimed by exactly one caller, so replicas
-/// (and tests) may run it at the same time.
+/// [`apm_store::telemetry::ROLLUP_CHUNK`] pushes, pausing after each for half as long as it
+/// took, so the agents' writes get the (SQLite) write lock at least a third of the time while a
+/// large backlog is folded; returns the pushes taken. Each push is claimed by exactly one
+/// caller, so replicas (and tests) may run it at the same time.
 pub async fn roll_up_stats_now(db: &apm_store::Db) -> Result<usize, apm_store::StoreError> {
     let mut total = 0;
     loop {
@@ -226,33 +226,29 @@ pub async fn roll_up_stats_now(db: &apm_store::Db) -> Result<usize, apm_store::S
         if n < apm_store::telemetry::ROLLUP_CHUNK {
             return Ok(total);
         }
-        tokio::time::sleep(started.elapsed()).await;
+        tokio::time::sleep(started.elapsed() / 2).await;
     }
 }
 
-/// Runs [`roll_up_stats_now`] every `stats_rollup_interval_ms`, or less often when runs are
-/// long: after a run, the next waits at least nine times as long as it took (at most one rollup
-/// bucket), so the roll-up holds the database (SQLite's one writer) about a tenth of the time at
-/// most, and the pushes it folds per rollup row grow with the fleet instead of its share of the
-/// writer. Every replica runs it; a push left pending by a crash or a failed run is taken by the
-/// next run.
+/// Runs [`roll_up_stats_now`] `stats_rollup_interval_ms` after the previous run ended. A run
+/// folds everything pending, so when the fleet outgrows a run per interval, runs get longer
+/// and each folds more pushes per rollup row (the cost per push falls as the backlog grows);
+/// `apm_stats_rollup_last_run_seconds` above the interval says the roll-up is the bottleneck.
+/// Every replica runs it; a push left pending by a crash or a failed run is taken by the next
+/// run.
 async fn roll_up_stats(state: AppState) {
-    let base = Duration::from_millis(state.settings.stats_rollup_interval_ms);
-    let mut wait = base;
+    let period = Duration::from_millis(state.settings.stats_rollup_interval_ms);
     loop {
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(period).await;
         let started = std::time::Instant::now();
         match roll_up_stats_now(&state.db).await {
             Ok(n) => {
                 let took = started.elapsed();
                 metrics::gauge!("apm_stats_rollup_last_run_seconds").set(took.as_secs_f64());
-                wait = rollup_wait(base, took);
-                metrics::gauge!("apm_stats_rollup_wait_seconds").set(wait.as_secs_f64());
                 if n > 0 {
                     tracing::debug!(
                         pushes = n,
                         took_ms = took.as_millis() as u64,
-                        next_in_ms = wait.as_millis() as u64,
                         "rolled up metric pushes"
                     );
                 }
@@ -260,13 +256,6 @@ async fn roll_up_stats(state: AppState) {
             Err(e) => tracing::warn!(error = %e, "rolling up metric pushes failed"),
         }
     }
-}
-
-/// The wait before the next roll-up: the configured interval, stretched to nine times the last
-/// run, never beyond one rollup bucket.
-fn rollup_wait(base: Duration, last_run: Duration) -> Duration {
-    let bucket = Duration::from_millis(apm_store::telemetry::ROLLUP_MS as u64);
-    base.max(last_run.saturating_mul(9).min(bucket))
 }
 
 /// An in-process server (tests, embedding). Stops when dropped.
@@ -432,28 +421,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_long_roll_up_stretches_the_next_wait_up_to_one_bucket() {
-        let base = Duration::from_secs(60);
-        assert_eq!(rollup_wait(base, Duration::from_secs(2)), base);
-        assert_eq!(
-            rollup_wait(base, Duration::from_secs(10)),
-            Duration::from_secs(90)
-        );
-        assert_eq!(
-            rollup_wait(base, Duration::from_secs(100)),
-            Duration::from_secs(300)
-        );
-        assert_eq!(
-            rollup_wait(Duration::from_millis(100), Duration::ZERO),
-            Duration::from_millis(100)
-        );
     }
 }

@@ -198,10 +198,14 @@ pub async fn roll_up_pending(conn: &mut AnyConnection, limit: usize) -> Result<u
            (SELECT rowid FROM stats_push WHERE rolled = 0 ORDER BY proxy_id, ts LIMIT ?)
          RETURNING proxy_id, ts, metrics"
     } else {
-        "UPDATE stats_push SET rolled = 1 WHERE (proxy_id, ts) IN
+        // The rows are locked and chosen once, in a materialized CTE, then joined back by key:
+        // the usual way to claim a queue's rows, whatever plan the outer UPDATE gets.
+        "WITH claimed AS MATERIALIZED
            (SELECT proxy_id, ts FROM stats_push WHERE rolled = 0 ORDER BY proxy_id, ts LIMIT $1
             FOR UPDATE SKIP LOCKED)
-         RETURNING proxy_id, ts, metrics"
+         UPDATE stats_push s SET rolled = 1 FROM claimed c
+         WHERE s.proxy_id = c.proxy_id AND s.ts = c.ts
+         RETURNING s.proxy_id, s.ts, s.metrics"
     };
     let claimed: Vec<(String, i64, String)> = sqlx::query_as(sql)
         .bind(limit)

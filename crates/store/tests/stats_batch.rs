@@ -295,6 +295,54 @@ async fn migration_keeps_samples_stored_before_it(pg: bool) {
     );
 }
 
+/// A fleet-sized backlog (thousands of proxies, statistics gathered) is claimed in full chunks
+/// until nothing is left: a claim that returns short ends a server's roll-up run early.
+async fn a_large_backlog_is_claimed_in_full_chunks(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    let ids = proxies(&db, 3000).await;
+    let mut all = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        for k in 0..2 {
+            all.push(NewPush {
+                proxy_id: id.clone(),
+                ts: ROLLUP_MS + k * 30_000 + i as i64,
+                metrics: (0..15)
+                    .map(|m| (format!("metric.{m}"), (m + k) as f64))
+                    .collect(),
+            });
+        }
+    }
+    for part in all.chunks(500) {
+        insert(&db, part).await;
+    }
+    // Half of it rolled up, so the pending rows sit behind rolled ones.
+    let mut tx = db.begin_write().await.expect("tx");
+    assert_eq!(roll_up_pending(&mut tx, 3000).await.expect("roll up"), 3000);
+    tx.commit().await.expect("commit");
+    let mut tx = db.begin_write().await.expect("tx");
+    sqlx::query("ANALYZE")
+        .execute(&mut *tx)
+        .await
+        .expect("analyze");
+    tx.commit().await.expect("commit");
+    let mut chunks = Vec::new();
+    loop {
+        let mut tx = db.begin_write().await.expect("tx");
+        let n = roll_up_pending(&mut tx, 500).await.expect("roll up");
+        tx.commit().await.expect("commit");
+        chunks.push(n);
+        if n < 500 {
+            break;
+        }
+    }
+    assert_eq!(
+        chunks,
+        vec![500, 500, 500, 500, 500, 500, 0],
+        "claimed per call"
+    );
+}
+
 macro_rules! both {
     ($($name:ident),*) => {$(
         mod $name {
@@ -311,5 +359,6 @@ both!(
     concurrent_roll_ups_count_each_push_once,
     an_interrupted_roll_up_leaves_the_pushes_pending,
     a_resent_push_replaces_the_stored_one,
-    migration_keeps_samples_stored_before_it
+    migration_keeps_samples_stored_before_it,
+    a_large_backlog_is_claimed_in_full_chunks
 );
