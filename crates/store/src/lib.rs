@@ -119,9 +119,6 @@ fn sqlite_writer_pragmas(
     })
 }
 
-/// Connections for writes on PostgreSQL, on top of the read pool's.
-pub const WRITE_CONNECTIONS: u32 = 4;
-
 mod futures_core_box {
     /// The boxed future `after_connect` wants.
     pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -180,17 +177,7 @@ impl Db {
                     .connect_with(options)
                     .await?
             }
-            // Writes get connections of their own: sharing the read pool, the group-commit
-            // writer and the metric roll-up queued behind 100,000 agents' reads (waits of
-            // seconds per transaction at fleet scale; the roll-up fell hundreds of thousands of
-            // pushes behind).
-            Backend::Postgres => {
-                AnyPoolOptions::new()
-                    .max_connections(WRITE_CONNECTIONS)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect_with(options)
-                    .await?
-            }
+            Backend::Postgres => pool.clone(),
         };
         Ok(Db {
             pool,
@@ -216,15 +203,14 @@ impl Db {
         self.backend
     }
 
-    /// Starts a transaction that will write, on the writer connections (PostgreSQL: a pool of
-    /// [`WRITE_CONNECTIONS`] beside the read pool). On SQLite it takes the write lock up front
+    /// Starts a transaction that will write. On SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`): a deferred transaction that later upgrades can fail with
     /// SQLITE_BUSY without waiting, which would turn two concurrent approvals into an error
     /// instead of one winner and one clean 409.
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
         Ok(match self.backend {
             Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.writer.begin().await?,
+            Backend::Postgres => self.pool.begin().await?,
         })
     }
 
