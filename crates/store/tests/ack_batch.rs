@@ -7,6 +7,7 @@ use apm_store::proxies::{
 use apm_store::{Db, new_id};
 use common::proxy_row;
 
+#[macro_use]
 mod common;
 
 async fn open(postgres: bool, dir: &std::path::Path, name: &str) -> Db {
@@ -80,17 +81,6 @@ async fn state(db: &Db, ids: &[String]) -> Vec<Seen> {
         ));
     }
     out
-}
-
-macro_rules! both {
-    ($($name:ident),*) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(false).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(true).await }
-        }
-    )*};
 }
 
 both!(

@@ -10,6 +10,7 @@ use apm_store::telemetry::{
 };
 use common::proxy_row;
 
+#[macro_use]
 mod common;
 
 async fn open(postgres: bool, dir: &std::path::Path) -> Db {
@@ -341,17 +342,6 @@ async fn a_large_backlog_is_claimed_in_full_chunks(pg: bool) {
         vec![500, 500, 500, 500, 500, 500, 0],
         "claimed per call"
     );
-}
-
-macro_rules! both {
-    ($($name:ident),*) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(false).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(true).await }
-        }
-    )*};
 }
 
 both!(

@@ -3,6 +3,7 @@
 use apm_store::configs::{ConfigRow, VersionRow};
 use apm_store::{Db, StoreError, new_id, now_ms};
 
+#[macro_use]
 mod common;
 
 async fn open(postgres: bool, dir: &std::path::Path) -> Db {
@@ -18,17 +19,6 @@ async fn roll_up(conn: &mut apm_store::AnyConnection) {
         .expect("roll up")
         > 0
     {}
-}
-
-macro_rules! both {
-    ($($name:ident),*) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(false).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(true).await }
-        }
-    )*};
 }
 
 both!(

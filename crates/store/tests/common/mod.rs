@@ -3,6 +3,19 @@
 use apm_store::proxies::ProxyRow;
 use apm_store::{Db, new_id};
 
+/// Turns each `async fn name(postgres: bool)` into a `name::sqlite` and a `name::postgres`
+/// test.
+macro_rules! both {
+    ($($name:ident),*) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { super::$name(false).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { super::$name(true).await }
+        }
+    )*};
+}
+
 /// A fresh, not yet migrated database: SQLite file `name` in `dir`, or a fresh database on the
 /// test PostgreSQL.
 pub async fn connect(postgres: bool, dir: &std::path::Path, name: &str) -> Db {
