@@ -18,6 +18,7 @@
 
 mod body;
 pub mod checks;
+mod scan;
 pub(crate) mod stream;
 mod text;
 

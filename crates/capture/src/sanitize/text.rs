@@ -1,16 +1,18 @@
 //! The text rules, applied to bytes (so binary bodies are covered too).
 //!
-//! Each rule finds candidates with a regex and validates them (check digits, boundaries,
-//! JWT structure) before replacing. Rules run in a fixed order; replacement markers contain
+//! Each rule finds candidates (with a regex, or for the numeric rules with the hand-written
+//! finders of `scan`) and validates them (check digits, boundaries, JWT structure) before
+//! replacing. Rules run in a fixed order; replacement markers contain
 //! no digits, `@` or `eyJ`, so a later rule never re-matches an earlier rule's output.
 
 use std::borrow::Cow;
 
 use base64::Engine as _;
 use memchr::memmem;
-use regex::bytes::{Regex, RegexSet};
+use regex::bytes::Regex;
 
 use super::checks::{card_valid, cnpj_valid, cpf_valid};
+use super::scan::{self, Finder};
 use super::{Kind, SanitizeStats};
 
 /// A custom pattern from the configuration file.
@@ -27,13 +29,6 @@ pub(crate) struct TextRules {
     jwt: Regex,
     email: Regex,
     keyed: Regex,
-    doc_formatted: Regex,
-    cnpj_alnum: Regex,
-    phone_intl: Regex,
-    phone_br: Regex,
-    digit_run: Regex,
-    /// One pass deciding which numeric rules can match at all.
-    numeric_set: RegexSet,
     pct40: memmem::Finder<'static>,
     pub(crate) custom: Vec<CustomRule>,
 }
@@ -57,22 +52,9 @@ fn digit(b: Option<&u8>) -> bool {
     b.is_some_and(u8::is_ascii_digit)
 }
 
-const DOC_FORMATTED: &str = r"[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}|[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}/[0-9A-Z]{4}-[0-9]{2}";
-const CNPJ_ALNUM: &str = r"[0-9A-Z]{12}[0-9]{2}";
-const PHONE_INTL: &str =
-    r"\+[0-9]{1,3}[ .\-]?(?:\([0-9]{1,4}\)[ .\-]?)?[0-9]{1,5}(?:[ .\-]?[0-9]{2,5}){1,4}";
-const PHONE_BR: &str = r"\([0-9]{2}\) ?9?[0-9]{4}-?[0-9]{4}|[0-9]{2} 9?[0-9]{4}-[0-9]{4}";
-const DIGIT_RUN: &str = r"[0-9](?:[ \-]?[0-9]){10,}";
-
-#[allow(clippy::expect_used)] // constant patterns, covered by every test
-fn set(patterns: &[&str]) -> RegexSet {
-    RegexSet::new(patterns).expect("built-in patterns compile")
-}
-
 impl TextRules {
     pub(crate) fn new(custom: Vec<CustomRule>) -> Self {
         TextRules {
-            numeric_set: set(&[DOC_FORMATTED, CNPJ_ALNUM, PHONE_INTL, PHONE_BR, DIGIT_RUN]),
             pct40: memmem::Finder::new(b"%40").into_owned(),
             jwt: re(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"),
             email: re(
@@ -83,11 +65,6 @@ impl TextRules {
             keyed: re(
                 r#"(?i)([A-Za-z0-9_\-]*(?:password|passwd|pwd|token|secret|api_?key|access_?key|private_?key)[A-Za-z0-9_\-]*"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|[^\s&,;"}<>]+)"#,
             ),
-            doc_formatted: re(DOC_FORMATTED),
-            cnpj_alnum: re(CNPJ_ALNUM),
-            phone_intl: re(PHONE_INTL),
-            phone_br: re(PHONE_BR),
-            digit_run: re(DIGIT_RUN),
             custom,
         }
     }
@@ -165,20 +142,28 @@ impl TextRules {
             step!(|t: &[u8], s: &mut SanitizeStats| self.keyed_rule(t, s));
         }
         // Replacements above only remove digits, so the shape still bounds what the numeric
-        // rules can find; strings that cannot hold a document, phone or card skip them, the
-        // rest go through one combined scan that says which rules can match at all.
+        // rules can find; strings that cannot hold a document, phone or card skip them. Which
+        // numeric rules run is decided on the text as it is before any of them (a marker's
+        // letters never join a later numeric match).
         if shape.may_hold_numbers() {
-            let hits = self.numeric_set.matches(&cur);
-            if hits.matched(0) {
+            let before = &*cur;
+            let hit = |f: Finder| f(before, 0).is_some();
+            let hits = [
+                hit(scan::doc_formatted),
+                hit(scan::cnpj_alnum),
+                hit(scan::phone_intl) || hit(scan::phone_br),
+                hit(scan::digit_run),
+            ];
+            if hits[0] {
                 step!(|t: &[u8], s: &mut SanitizeStats| self.doc_formatted_rule(t, s));
             }
-            if hits.matched(1) {
+            if hits[1] {
                 step!(|t: &[u8], s: &mut SanitizeStats| self.cnpj_alnum_rule(t, s));
             }
-            if hits.matched(2) || hits.matched(3) {
+            if hits[2] {
                 step!(|t: &[u8], s: &mut SanitizeStats| self.phone_rule(t, s));
             }
-            if hits.matched(4) {
+            if hits[3] {
                 step!(|t: &[u8], s: &mut SanitizeStats| self.digit_run_rule(t, s));
             }
         }
@@ -242,7 +227,7 @@ impl TextRules {
     }
 
     fn doc_formatted_rule(&self, t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
-        replace_each(&self.doc_formatted, t, |m, start, end| {
+        find_each(scan::doc_formatted, t, |m, start, end| {
             let before = start.checked_sub(1).and_then(|i| t.get(i));
             if alnum(before) || before == Some(&b'.') || alnum(t.get(end)) {
                 return None;
@@ -262,7 +247,7 @@ impl TextRules {
     }
 
     fn cnpj_alnum_rule(&self, t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
-        replace_each(&self.cnpj_alnum, t, |m, start, end| {
+        find_each(scan::cnpj_alnum, t, |m, start, end| {
             let before = start.checked_sub(1).and_then(|i| t.get(i));
             if alnum(before) || alnum(t.get(end)) || m.iter().all(u8::is_ascii_digit) {
                 return None;
@@ -277,7 +262,7 @@ impl TextRules {
     }
 
     fn phone_rule(&self, t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
-        let first = replace_each(&self.phone_intl, t, |m, start, end| {
+        let first = find_each(scan::phone_intl, t, |m, start, end| {
             let before = start.checked_sub(1).and_then(|i| t.get(i));
             let digits = m.iter().filter(|b| b.is_ascii_digit()).count();
             if alnum(before) || digit(t.get(end)) || !(8..=15).contains(&digits) {
@@ -287,7 +272,7 @@ impl TextRules {
             Some(b"SANITIZED_PHONE".to_vec())
         });
         let t2 = first.as_deref().unwrap_or(t);
-        let second = replace_each(&self.phone_br, t2, |_, start, end| {
+        let second = find_each(scan::phone_br, t2, |_, start, end| {
             let before = start.checked_sub(1).and_then(|i| t2.get(i));
             let after = t2.get(end);
             if alnum(before)
@@ -305,22 +290,22 @@ impl TextRules {
 
     fn digit_run_rule(&self, t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
         let mut repls = Vec::new();
-        for m in self.digit_run.find_iter(t) {
+        for (start, end) in scan::find_iter(scan::digit_run, t) {
             let at = |i: Option<usize>| i.and_then(|i| t.get(i));
-            let before = at(m.start().checked_sub(1));
-            let after = t.get(m.end());
+            let before = at(start.checked_sub(1));
+            let after = t.get(end);
             // A dash/space-grouped number glued to letters, dashes or a decimal point is part
             // of a larger token (a UUID's groups, a version string), not a card written out.
             // A full stop ending a sentence is fine.
             let glued_before = alnum(before)
                 || before == Some(&b'-')
-                || (before == Some(&b'.') && digit(at(m.start().checked_sub(2))));
+                || (before == Some(&b'.') && digit(at(start.checked_sub(2))));
             let glued_after = alnum(after)
                 || after == Some(&b'-')
-                || (after == Some(&b'.') && alnum(t.get(m.end() + 1)));
+                || (after == Some(&b'.') && alnum(t.get(end + 1)));
             analyse_run(
-                m.as_bytes(),
-                m.start(),
+                &t[start..end],
+                start,
                 [!glued_before, !glued_after],
                 &mut repls,
                 s,
@@ -526,6 +511,21 @@ fn replace_each(
                 end: m.end(),
                 with,
             });
+        }
+    }
+    splice(t, repls)
+}
+
+/// [`replace_each`] for a hand-written finder.
+fn find_each(
+    find: Finder,
+    t: &[u8],
+    mut f: impl FnMut(&[u8], usize, usize) -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    let mut repls = Vec::new();
+    for (start, end) in scan::find_iter(find, t) {
+        if let Some(with) = f(&t[start..end], start, end) {
+            repls.push(Repl { start, end, with });
         }
     }
     splice(t, repls)

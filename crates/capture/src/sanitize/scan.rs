@@ -1,0 +1,373 @@
+//! Hand-written finders for the numeric text rules (formatted CPF/CNPJ, alphanumeric CNPJ,
+//! international and Brazilian phones, digit runs).
+//!
+//! Each finder returns exactly what `regex::bytes::Regex::find_at` returns for its pattern
+//! (shown above each one): the leftmost start, and at that start the match a backtracking
+//! engine prefers (greedy pieces try more first, optional pieces try "present" first). The
+//! regexes are kept in the tests as the reference (`finders_equal_the_regexes`). The
+//! patterns are small and fixed, so a few compares per position replace a lazy DFA search.
+
+/// A finder: the first match at or after `from`, as a byte range.
+pub(crate) type Finder = fn(&[u8], usize) -> Option<(usize, usize)>;
+
+#[inline(always)]
+fn digit(t: &[u8], i: usize) -> bool {
+    t.get(i).is_some_and(u8::is_ascii_digit)
+}
+
+#[inline(always)]
+fn is(t: &[u8], i: usize, c: u8) -> bool {
+    t.get(i) == Some(&c)
+}
+
+/// Number of consecutive ASCII digits starting at `i`.
+#[inline(always)]
+fn digits_from(t: &[u8], i: usize) -> usize {
+    t.get(i..)
+        .map_or(0, |r| r.iter().take_while(|b| b.is_ascii_digit()).count())
+}
+
+/// Whether `t[i..]` starts with `template`: `d` stands for `[0-9]`, `A` for `[0-9A-Z]`,
+/// anything else for itself.
+#[inline(always)]
+fn fits(t: &[u8], i: usize, template: &[u8]) -> bool {
+    t.get(i..i + template.len()).is_some_and(|hay| {
+        hay.iter().zip(template).all(|(&h, &p)| match p {
+            b'd' => h.is_ascii_digit(),
+            b'A' => h.is_ascii_digit() || h.is_ascii_uppercase(),
+            _ => h == p,
+        })
+    })
+}
+
+const CPF_FORMATTED: &[u8] = b"ddd.ddd.ddd-dd";
+const CNPJ_FORMATTED: &[u8] = b"AA.AAA.AAA/AAAA-dd";
+const CNPJ_BARE: &[u8] = b"AAAAAAAAAAAAdd";
+
+/// `[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}|[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}/[0-9A-Z]{4}-[0-9]{2}`
+pub(crate) fn doc_formatted(t: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
+    while i + CPF_FORMATTED.len() <= t.len() {
+        // Both alternatives have a dot at 2 or 3.
+        if t[i + 2] == b'.' || t[i + 3] == b'.' {
+            if fits(t, i, CPF_FORMATTED) {
+                return Some((i, i + CPF_FORMATTED.len()));
+            }
+            if fits(t, i, CNPJ_FORMATTED) {
+                return Some((i, i + CNPJ_FORMATTED.len()));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `[0-9A-Z]{12}[0-9]{2}`
+pub(crate) fn cnpj_alnum(t: &[u8], from: usize) -> Option<(usize, usize)> {
+    // Count the `[0-9A-Z]` run ending at each position; a match ends where the run is 14
+    // long and its last two are digits, so the start is the leftmost one.
+    let mut run = 0usize;
+    let mut i = from;
+    while i < t.len() {
+        let b = t[i];
+        if b.is_ascii_digit() || b.is_ascii_uppercase() {
+            run += 1;
+            if run >= 14 && fits(t, i + 1 - 14, CNPJ_BARE) {
+                return Some((i + 1 - 14, i + 1));
+            }
+        } else {
+            run = 0;
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The options of `c?` (greedy) at `p`: with `c` first, then without.
+#[inline(always)]
+fn optional(t: &[u8], p: usize, c: impl Fn(u8) -> bool) -> impl Iterator<Item = usize> {
+    let with = t.get(p).is_some_and(|&b| c(b)).then_some(p + 1);
+    with.into_iter().chain(std::iter::once(p))
+}
+
+fn sep(b: u8) -> bool {
+    matches!(b, b' ' | b'.' | b'-')
+}
+
+/// `\+[0-9]{1,3}[ .\-]?(?:\([0-9]{1,4}\)[ .\-]?)?[0-9]{1,5}(?:[ .\-]?[0-9]{2,5}){1,4}`
+pub(crate) fn phone_intl(t: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
+    while let Some(k) = t.get(i..).and_then(|r| memchr::memchr(b'+', r)) {
+        let start = i + k;
+        if let Some(end) = phone_intl_at(t, start) {
+            return Some((start, end));
+        }
+        i = start + 1;
+    }
+    None
+}
+
+fn phone_intl_at(t: &[u8], i: usize) -> Option<usize> {
+    let cc = digits_from(t, i + 1);
+    for n in (1..=cc.min(3)).rev() {
+        for p in optional(t, i + 1 + n, sep) {
+            if is(t, p, b'(') {
+                let area = digits_from(t, p + 1);
+                for m in (1..=area.min(4)).rev() {
+                    let q = p + 1 + m;
+                    if is(t, q, b')') {
+                        for r in optional(t, q + 1, sep) {
+                            if let Some(end) = local_number(t, r) {
+                                return Some(end);
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(end) = local_number(t, p) {
+                return Some(end);
+            }
+        }
+    }
+    None
+}
+
+/// `[0-9]{1,5}(?:[ .\-]?[0-9]{2,5}){1,4}` at `p`.
+fn local_number(t: &[u8], p: usize) -> Option<usize> {
+    let run = digits_from(t, p);
+    for n in (1..=run.min(5)).rev() {
+        if let Some(end) = groups(t, p + n) {
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// `(?:[ .\-]?[0-9]{2,5}){1,4}` at `p`. Nothing follows it in the pattern, so the first
+/// option that matches in each round is final: the repetition is greedy without backtracking.
+fn groups(t: &[u8], p: usize) -> Option<usize> {
+    let mut pos = p;
+    let mut rounds = 0;
+    while rounds < 4 {
+        let with_sep = t.get(pos).is_some_and(|&b| sep(b)) && digits_from(t, pos + 1) >= 2;
+        let at = if with_sep { pos + 1 } else { pos };
+        let run = digits_from(t, at);
+        if run < 2 {
+            break;
+        }
+        pos = at + run.min(5);
+        rounds += 1;
+    }
+    (rounds > 0).then_some(pos)
+}
+
+/// `\([0-9]{2}\) ?9?[0-9]{4}-?[0-9]{4}|[0-9]{2} 9?[0-9]{4}-[0-9]{4}`
+pub(crate) fn phone_br(t: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
+    while i < t.len() {
+        let b = t[i];
+        if (b == b'(' || b.is_ascii_digit())
+            && let Some(end) = phone_br_at(t, i)
+        {
+            return Some((i, end));
+        }
+        i += 1;
+    }
+    None
+}
+
+fn phone_br_at(t: &[u8], i: usize) -> Option<usize> {
+    if fits(t, i, b"(dd)") {
+        for p in optional(t, i + 4, |b| b == b' ') {
+            for q in optional(t, p, |b| b == b'9') {
+                if fits(t, q, b"dddd") {
+                    for r in optional(t, q + 4, |b| b == b'-') {
+                        if fits(t, r, b"dddd") {
+                            return Some(r + 4);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if fits(t, i, b"dd ") {
+        for q in optional(t, i + 3, |b| b == b'9') {
+            if fits(t, q, b"dddd-dddd") {
+                return Some(q + 9);
+            }
+        }
+    }
+    None
+}
+
+/// `[0-9](?:[ \-]?[0-9]){10,}`
+pub(crate) fn digit_run(t: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
+    while i < t.len() {
+        if !t[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        // Each round has one option at most (a separator is not a digit), so the greedy
+        // repetition never backtracks.
+        let mut end = i + 1;
+        let mut rounds = 0;
+        loop {
+            if matches!(t.get(end), Some(b' ' | b'-')) && digit(t, end + 1) {
+                end += 2;
+            } else if digit(t, end) {
+                end += 1;
+            } else {
+                break;
+            }
+            rounds += 1;
+        }
+        if rounds >= 10 {
+            return Some((i, end));
+        }
+        // A later start inside this run follows the same path to the same end with fewer
+        // rounds: none of them matches either.
+        i = end;
+    }
+    None
+}
+
+/// All matches of `find` in `t`, left to right (what `Regex::find_iter` gives: none of
+/// these patterns matches the empty string).
+pub(crate) fn find_iter(find: Finder, t: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let (s, e) = find(t, at)?;
+        at = e;
+        Some((s, e))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use regex::bytes::Regex;
+
+    use super::*;
+
+    /// The regexes the finders replaced, as the text rules compiled them.
+    fn reference() -> Vec<(&'static str, Regex, Finder)> {
+        [
+            (
+                r"[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}|[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}/[0-9A-Z]{4}-[0-9]{2}",
+                doc_formatted as Finder,
+            ),
+            (r"[0-9A-Z]{12}[0-9]{2}", cnpj_alnum),
+            (
+                r"\+[0-9]{1,3}[ .\-]?(?:\([0-9]{1,4}\)[ .\-]?)?[0-9]{1,5}(?:[ .\-]?[0-9]{2,5}){1,4}",
+                phone_intl,
+            ),
+            (
+                r"\([0-9]{2}\) ?9?[0-9]{4}-?[0-9]{4}|[0-9]{2} 9?[0-9]{4}-[0-9]{4}",
+                phone_br,
+            ),
+            (r"[0-9](?:[ \-]?[0-9]){10,}", digit_run),
+        ]
+        .into_iter()
+        .map(|(p, f)| (p, Regex::new(p).expect("constant pattern"), f))
+        .collect()
+    }
+
+    /// Pieces that build phones, documents and runs, broken ones and their separators.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(
+                &[
+                    "+",
+                    "+55",
+                    "+1",
+                    "+351",
+                    "+5511",
+                    "(",
+                    ")",
+                    "(11)",
+                    "(11) ",
+                    "(0800)",
+                    " ",
+                    "-",
+                    ".",
+                    "/",
+                    "9",
+                    "98765",
+                    "4321",
+                    "98765-4321",
+                    "529.982.247-25",
+                    "11.222.333/0001-81",
+                    "12.ABC.345/01DE-35",
+                    "12ABC34501DE35",
+                    "4111",
+                    "4111 1111 1111 1111",
+                    "5555-5555-5555-4444",
+                    "+55 11 98765-4321",
+                    "+1 (415) 555-2671",
+                    "(11) 98765-4321",
+                    "11 98765-4321",
+                    "11 8765-4321",
+                    "ORD-2026-000123",
+                    "1763000000000",
+                    "2026-11-20T10:00:00Z",
+                    "ABC",
+                    "x",
+                    "é",
+                ][..]
+            )
+            .prop_map(String::from),
+            "[0-9]{1,16}",
+            "[0-9 .()/+-]{1,12}",
+            "[A-Z0-9]{1,14}",
+            "[a-zA-Z]{1,3}",
+            any::<char>().prop_map(String::from),
+        ]
+    }
+
+    fn check(t: &[u8]) -> Result<(), TestCaseError> {
+        for (pattern, re, find) in reference() {
+            let want: Vec<(usize, usize)> = re.find_iter(t).map(|m| (m.start(), m.end())).collect();
+            let got: Vec<(usize, usize)> = find_iter(find, t).collect();
+            prop_assert_eq!(got, want, "{} on {:?}", pattern, String::from_utf8_lossy(t));
+            for from in 0..=t.len() {
+                let want = re.find_at(t, from).map(|m| (m.start(), m.end()));
+                prop_assert_eq!(find(t, from), want, "{} at {} on {:?}", pattern, from, t);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Every finder finds exactly the regex's matches (same ranges, same order, from
+        /// every start), on text built from phone, document and digit-run pieces, broken
+        /// ones, separators, letters and arbitrary characters.
+        #[test]
+        fn finders_equal_the_regexes(parts in proptest::collection::vec(piece(), 0..10)) {
+            check(parts.concat().as_bytes())?;
+        }
+
+        /// The same on arbitrary bytes from the characters the patterns use.
+        #[test]
+        fn finders_equal_the_regexes_on_dense_text(
+            t in proptest::collection::vec(
+                proptest::sample::select(&b"0123456789 .-/()+9AZ"[..]), 0..40)
+        ) {
+            check(&t)?;
+        }
+    }
+
+    #[test]
+    fn finders_find_the_documented_shapes() {
+        assert_eq!(doc_formatted(b"cpf 529.982.247-25", 0), Some((4, 18)));
+        assert_eq!(doc_formatted(b"12.ABC.345/01DE-35", 0), Some((0, 18)));
+        assert_eq!(cnpj_alnum(b"x12ABC34501DE35", 0), Some((1, 15)));
+        assert_eq!(phone_intl(b"tel +55 11 98765-4321.", 0), Some((4, 21)));
+        assert_eq!(phone_br(b"(11) 98765-4321", 0), Some((0, 15)));
+        assert_eq!(phone_br(b"11 98765-4321", 0), Some((0, 13)));
+        assert_eq!(digit_run(b"4111 1111 1111 1111", 0), Some((0, 19)));
+        assert_eq!(digit_run(b"2026-000123", 0), None);
+    }
+}
