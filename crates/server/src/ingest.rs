@@ -20,8 +20,8 @@ use crate::error::ApiError;
 
 /// What one request asks the writer to store.
 enum Work {
-    /// A metric push and the contact time to record.
-    Stats { push: NewPush, now: i64 },
+    /// A metric push (its contact time goes through [`ContactBuffer`]).
+    Stats(NewPush),
     /// An apply report.
     Ack(Ack),
     /// A sync that reported something new (first contact, another ATS version, OS or
@@ -86,7 +86,7 @@ impl StatsWriter {
         let lanes = self.lanes(db);
         let lane = match work {
             Work::Ack(_) | Work::Report(_) => &lanes.urgent,
-            Work::Stats { .. } | Work::Contacts { .. } => &lanes.bulk,
+            Work::Stats(_) | Work::Contacts { .. } => &lanes.bulk,
         };
         lane.send(Job { work, done })
             .await
@@ -103,10 +103,9 @@ impl StatsWriter {
         }
     }
 
-    /// Stores one push (pending roll-up) and records the proxy's contact; returns once
-    /// committed.
-    pub async fn write(&self, db: &Db, push: NewPush, now: i64) -> Result<(), ApiError> {
-        self.submit(db, Work::Stats { push, now }).await
+    /// Stores one push (pending roll-up); returns once committed.
+    pub async fn write(&self, db: &Db, push: NewPush) -> Result<(), ApiError> {
+        self.submit(db, Work::Stats(push)).await
     }
 
     /// Records an apply report; returns once committed. After an approval every agent of the
@@ -166,7 +165,7 @@ async fn run(db: Db, mut urgent: mpsc::Receiver<Job>, mut bulk: mpsc::Receiver<J
         top_up(&mut jobs, &mut urgent, MAX_BATCH);
         let bulk_jobs = jobs
             .iter()
-            .filter(|j| matches!(j.work, Work::Stats { .. } | Work::Contacts { .. }))
+            .filter(|j| matches!(j.work, Work::Stats(_) | Work::Contacts { .. }))
             .count();
         // Every batch takes up to MAX_BULK pushes whatever the urgent lane holds: an ACK storm
         // after an approval (100,000 at fleet scale) must not starve metric pushes until they
@@ -197,7 +196,7 @@ async fn run(db: Db, mut urgent: mpsc::Receiver<Job>, mut bulk: mpsc::Receiver<J
                 jobs = jobs.len(),
                 pushes = jobs
                     .iter()
-                    .filter(|j| matches!(j.work, Work::Stats { .. }))
+                    .filter(|j| matches!(j.work, Work::Stats(_)))
                     .count(),
                 took_ms = took.as_millis() as u64,
                 "agent writes stored"
@@ -247,10 +246,7 @@ fn plan(jobs: &[Job]) -> Plan {
     };
     for job in jobs {
         match &job.work {
-            Work::Stats { push, now } => {
-                p.pushes.push(push.clone());
-                note(&push.proxy_id, *now, &mut p);
-            }
+            Work::Stats(push) => p.pushes.push(push.clone()),
             // Acks and reports write their own contact time.
             Work::Ack(a) => p.acks.push(a.clone()),
             Work::Report(r) => p.reports.push(r.clone()),
@@ -288,16 +284,58 @@ async fn write_batch(db: &Db, jobs: &[Job]) -> Result<(), apm_store::StoreError>
     Ok(())
 }
 
-/// Contact times of syncs that reported nothing new, written together every
-/// [`CONTACT_FLUSH`]: a fleet's syncs would otherwise be one write each.
+/// Contact times of syncs and metric pushes, written together every [`CONTACT_FLUSH`]: a
+/// fleet's syncs and pushes would otherwise be one write each. A proxy's contact is written at
+/// most once per [`CONTACT_RESOLUTION_MS`]: an agent long-polls and pushes every 30 s, and at
+/// fleet scale rewriting its row for each was as costly as storing the pushes themselves. What
+/// this replica saw more recently is kept in memory and shown by its views ([`Self::latest`]).
 #[derive(Default)]
 pub struct ContactBuffer {
     pending: std::sync::Arc<std::sync::Mutex<Vec<(String, i64)>>>,
+    seen: std::sync::Mutex<ContactLog>,
     started: OnceLock<()>,
 }
 
 /// How often buffered contact times are written.
 pub const CONTACT_FLUSH: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A proxy's stored contact time is rewritten only when it is at least this much older than
+/// the new contact (the online window is 90 s by default).
+pub const CONTACT_RESOLUTION_MS: i64 = 15_000;
+
+/// Proxies remembered before those not heard from within the resolution are forgotten.
+const CONTACT_LOG_CAP: usize = 1 << 20;
+
+/// Per proxy: the latest contact this replica saw and the last one it queued for writing.
+#[derive(Default)]
+struct ContactLog {
+    proxies: std::collections::HashMap<String, (i64, i64)>,
+}
+
+impl ContactLog {
+    /// Notes a contact; true when it must be written.
+    fn note(&mut self, proxy_id: &str, now: i64) -> bool {
+        if let Some((latest, written)) = self.proxies.get_mut(proxy_id) {
+            *latest = (*latest).max(now);
+            // A clock that went back is written too: the stored time must not stay ahead.
+            if now - *written >= CONTACT_RESOLUTION_MS || now < *written {
+                *written = now;
+                return true;
+            }
+            return false;
+        }
+        if self.proxies.len() >= CONTACT_LOG_CAP {
+            self.proxies
+                .retain(|_, (latest, _)| now - *latest < CONTACT_RESOLUTION_MS);
+        }
+        self.proxies.insert(proxy_id.to_string(), (now, now));
+        true
+    }
+
+    fn latest(&self, proxy_id: &str) -> Option<i64> {
+        self.proxies.get(proxy_id).map(|(latest, _)| *latest)
+    }
+}
 
 impl ContactBuffer {
     /// An empty buffer; its flush task starts on first use.
@@ -305,8 +343,9 @@ impl ContactBuffer {
         Self::default()
     }
 
-    /// Notes that `proxy_id` was seen at `now`; stored within [`CONTACT_FLUSH`] (a batch is
-    /// stored with its earliest time, so no proxy is ever shown as seen later than it was).
+    /// Notes that `proxy_id` was seen at `now`; stored within [`CONTACT_FLUSH`] unless a contact
+    /// less than [`CONTACT_RESOLUTION_MS`] older was (a batch is stored with its earliest time,
+    /// so no proxy is ever shown as seen later than it was).
     pub fn touch(&self, writer: &std::sync::Arc<StatsWriter>, db: &Db, proxy_id: &str, now: i64) {
         self.started.get_or_init(|| {
             tokio::spawn(flush_contacts(
@@ -315,10 +354,34 @@ impl ContactBuffer {
                 self.pending.clone(),
             ));
         });
-        self.pending
+        let write = self
+            .seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((proxy_id.to_string(), now));
+            .note(proxy_id, now);
+        if write {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((proxy_id.to_string(), now));
+        }
+    }
+
+    /// The latest contact of `proxy_id` this replica saw (up to [`CONTACT_RESOLUTION_MS`] newer
+    /// than the stored one), if it saw one since it started.
+    pub fn latest(&self, proxy_id: &str) -> Option<i64> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .latest(proxy_id)
+    }
+
+    /// The later of a stored contact time and what this replica saw.
+    pub fn last_seen(&self, proxy_id: &str, stored: Option<i64>) -> Option<i64> {
+        match (stored, self.latest(proxy_id)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -370,14 +433,11 @@ mod tests {
     fn a_batch_keeps_acks_in_arrival_order_and_merges_contacts() {
         let jobs = vec![
             job(Work::Ack(ack("b", "h1", 10))),
-            job(Work::Stats {
-                push: NewPush {
-                    proxy_id: "c".into(),
-                    ts: 5,
-                    metrics: vec![("m".into(), 1.0)],
-                },
-                now: 7,
-            }),
+            job(Work::Stats(NewPush {
+                proxy_id: "c".into(),
+                ts: 5,
+                metrics: vec![("m".into(), 1.0)],
+            })),
             job(Work::Contacts {
                 ids: vec!["a".into(), "c".into()],
                 earliest: 3,
@@ -393,6 +453,24 @@ mod tests {
             "never shows a proxy as seen later than it was"
         );
         assert_eq!(p.pushes.len(), 1);
+    }
+
+    #[test]
+    fn a_contact_is_written_once_per_resolution_and_the_latest_is_kept() {
+        let mut log = ContactLog::default();
+        assert!(log.note("p", 1_000), "the first contact is written");
+        assert!(!log.note("p", 1_000 + CONTACT_RESOLUTION_MS - 1));
+        assert_eq!(
+            log.latest("p"),
+            Some(1_000 + CONTACT_RESOLUTION_MS - 1),
+            "what was not written is still seen"
+        );
+        assert!(log.note("p", 1_000 + CONTACT_RESOLUTION_MS));
+        assert!(!log.note("p", 2_000 + CONTACT_RESOLUTION_MS));
+        assert!(log.note("p", 500), "a clock that went back is written");
+        assert!(log.note("q", 600), "proxies are independent");
+        assert_eq!(log.latest("p"), Some(2_000 + CONTACT_RESOLUTION_MS));
+        assert_eq!(log.latest("r"), None);
     }
 
     #[test]

@@ -208,18 +208,51 @@ async fn housekeeping(state: AppState) {
     }
 }
 
-/// Folds every pending metric push into the 5-minute rollups now, in transactions of
-/// [`apm_store::telemetry::ROLLUP_CHUNK`] pushes, pausing after each for half as long as it
-/// took, so the agents' writes get the (SQLite) write lock at least a third of the time while a
-/// large backlog is folded; returns the pushes taken. Each push is claimed by exactly one
-/// caller, so replicas (and tests) may run it at the same time.
+/// Pending pushes of the open (current) bucket a run still folds. Folded while their bucket is
+/// open, a proxy's pushes are folded a few at a time and each rollup row is rewritten at every
+/// run; folded once the bucket has closed, each row is written once for all of them (about ten
+/// times fewer writes for agents pushing every 30 s). Up to this many, the open bucket is
+/// folded too, so charts trail the pushes by at most the roll-up interval; a larger fleet
+/// (about 10,000 agents and up with the default settings) has its open bucket folded when it
+/// closes, so rollup-based charts trail by up to one bucket (5 minutes) plus the interval.
+pub const ROLLUP_OPEN_BUCKET_LIMIT: i64 = 20_000;
+
+/// Folds pending metric pushes into the 5-minute rollups now: every push of a closed bucket,
+/// and those of the open bucket unless there are more than [`ROLLUP_OPEN_BUCKET_LIMIT`]. Works
+/// in transactions of [`apm_store::telemetry::ROLLUP_CHUNK`] pushes, pausing after each for
+/// half as long as it took, so the agents' writes get the (SQLite) write lock at least a third
+/// of the time while a large backlog is folded; returns the pushes taken. Each push is claimed
+/// by exactly one caller, so replicas (and tests) may run it at the same time.
 pub async fn roll_up_stats_now(db: &apm_store::Db) -> Result<usize, apm_store::StoreError> {
+    let now = apm_store::now_ms();
+    let open = now - now.rem_euclid(apm_store::telemetry::ROLLUP_MS);
+    let mut total = roll_up_until(db, Some(open)).await?;
+    let open_pending = {
+        let mut conn = db.pool().acquire().await?;
+        apm_store::telemetry::pending_pushes_from(&mut conn, open, ROLLUP_OPEN_BUCKET_LIMIT + 1)
+            .await?
+    };
+    if open_pending <= ROLLUP_OPEN_BUCKET_LIMIT {
+        total += roll_up_until(db, None).await?;
+    }
+    Ok(total)
+}
+
+/// Folds the pending pushes taken before `before` (all with `None`) in chunks.
+async fn roll_up_until(
+    db: &apm_store::Db,
+    before: Option<i64>,
+) -> Result<usize, apm_store::StoreError> {
     let mut total = 0;
     loop {
         let started = std::time::Instant::now();
         let mut tx = db.begin_write().await?;
-        let n = apm_store::telemetry::roll_up_pending(&mut tx, apm_store::telemetry::ROLLUP_CHUNK)
-            .await?;
+        let n = apm_store::telemetry::roll_up_pending(
+            &mut tx,
+            apm_store::telemetry::ROLLUP_CHUNK,
+            before,
+        )
+        .await?;
         tx.commit().await?;
         total += n;
         metrics::counter!("apm_stats_pushes_rolled_up_total").increment(n as u64);

@@ -9,9 +9,21 @@ use crate::auth::LoginLimiter;
 use crate::settings::Settings;
 use crate::sync::SyncHub;
 
-/// Everything a handler needs. Cheap to clone.
+/// Everything a handler needs; fields are reached through [`std::ops::Deref`]. Cloned for every
+/// request (axum's `State`), so a clone is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct Shared {
     /// Database.
     pub db: Db,
     /// Resolved settings.
@@ -26,7 +38,7 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Group commit of metric pushes.
     pub stats_writer: Arc<crate::ingest::StatsWriter>,
-    /// Batched contact times of syncs.
+    /// Batched contact times of syncs and pushes (and the latest seen by this replica).
     pub contacts: Arc<crate::ingest::ContactBuffer>,
     /// Agent credentials already looked up (by hash).
     pub credentials: Arc<crate::credentials::CredentialCache>,
@@ -43,7 +55,7 @@ impl AppState {
             settings.login_max_failures,
             Duration::from_secs(settings.login_window_secs),
         );
-        AppState {
+        AppState(Arc::new(Shared {
             db,
             settings: Arc::new(settings),
             hub: Arc::new(SyncHub::new()),
@@ -53,6 +65,6 @@ impl AppState {
             stats_writer: Arc::new(crate::ingest::StatsWriter::new()),
             contacts: Arc::new(crate::ingest::ContactBuffer::new()),
             credentials: Arc::new(crate::credentials::CredentialCache::new()),
-        }
+        }))
     }
 }

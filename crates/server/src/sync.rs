@@ -828,7 +828,10 @@ async fn stats(
         ts,
         metrics: body.metrics.into_iter().collect(),
     };
-    state.stats_writer.write(&state.db, push, now).await?;
+    state.stats_writer.write(&state.db, push).await?;
+    state
+        .contacts
+        .touch(&state.stats_writer, &state.db, &agent.proxy.id, now);
     Ok(accepted())
 }
 

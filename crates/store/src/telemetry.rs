@@ -185,29 +185,42 @@ pub async fn insert_pushes(conn: &mut AnyConnection, pushes: &[NewPush]) -> Resu
     Ok(())
 }
 
-/// Folds up to `limit` pending pushes into the 5-minute rollups (in the caller's transaction)
-/// and marks them rolled up; returns how many it took. Claiming and marking is one statement,
-/// so a push is counted exactly once however many replicas roll up at the same time (on
-/// PostgreSQL each skips the rows another has claimed), and a crash before the commit leaves
-/// the pushes pending for the next run. Deltas are added to the stored rows, so a bucket can be
-/// rolled up in any number of steps.
-pub async fn roll_up_pending(conn: &mut AnyConnection, limit: usize) -> Result<usize> {
+/// Folds up to `limit` pending pushes taken before `before` (epoch ms; `None`: all of them)
+/// into the 5-minute rollups, in the caller's transaction, and marks them rolled up; returns
+/// how many it took. Claiming and marking is one statement, so a push is counted exactly once
+/// however many replicas roll up at the same time (on PostgreSQL each skips the rows another
+/// has claimed), and a crash before the commit leaves the pushes pending for the next run.
+/// Deltas are added to the stored rows, so a bucket can be rolled up in any number of steps.
+///
+/// Pushes are claimed in (proxy, time) order, so the pushes of one proxy's bucket are folded
+/// together: a closed bucket of a proxy pushing every 30 s is 10 pushes and one rollup row per
+/// metric, written once, where pushes folded one by one write every row ten times.
+pub async fn roll_up_pending(
+    conn: &mut AnyConnection,
+    limit: usize,
+    before: Option<i64>,
+) -> Result<usize> {
     let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+    let before = before.unwrap_or(i64::MAX);
+    // `+ts` / `ts + 0`: the time bound must not steer the planner to the `ts` index, which
+    // covers every stored push (days of them), rolled or not; the partial index holds only the
+    // pending ones, already in claim order.
     let sql = if is_sqlite(conn) {
         "UPDATE stats_push SET rolled = 1 WHERE rowid IN
-           (SELECT rowid FROM stats_push WHERE rolled = 0 ORDER BY proxy_id, ts LIMIT ?)
+           (SELECT rowid FROM stats_push WHERE rolled = 0 AND +ts < ? ORDER BY proxy_id, ts LIMIT ?)
          RETURNING proxy_id, ts, metrics"
     } else {
         // The rows are locked and chosen once, in a materialized CTE, then joined back by key:
         // the usual way to claim a queue's rows, whatever plan the outer UPDATE gets.
         "WITH claimed AS MATERIALIZED
-           (SELECT proxy_id, ts FROM stats_push WHERE rolled = 0 ORDER BY proxy_id, ts LIMIT $1
-            FOR UPDATE SKIP LOCKED)
+           (SELECT proxy_id, ts FROM stats_push WHERE rolled = 0 AND ts + 0 < $1
+            ORDER BY proxy_id, ts LIMIT $2 FOR UPDATE SKIP LOCKED)
          UPDATE stats_push s SET rolled = 1 FROM claimed c
          WHERE s.proxy_id = c.proxy_id AND s.ts = c.ts
          RETURNING s.proxy_id, s.ts, s.metrics"
     };
     let claimed: Vec<(String, i64, String)> = sqlx::query_as(sql)
+        .bind(before)
         .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
@@ -236,6 +249,21 @@ pub async fn pending_pushes(conn: &mut AnyConnection) -> Result<i64> {
             .fetch_one(conn)
             .await?,
     )
+}
+
+/// Pending pushes taken at or after `from`, counted up to `cap` (the answer is at most `cap`:
+/// the caller only needs to know whether there are more than it is willing to fold).
+pub async fn pending_pushes_from(conn: &mut AnyConnection, from: i64, cap: i64) -> Result<i64> {
+    let sql = if is_sqlite(conn) {
+        "SELECT COUNT(*) FROM (SELECT 1 FROM stats_push WHERE rolled = 0 AND +ts >= ? LIMIT ?)"
+    } else {
+        "SELECT COUNT(*) FROM (SELECT 1 FROM stats_push WHERE rolled = 0 AND ts + 0 >= $1 LIMIT $2) p"
+    };
+    Ok(sqlx::query_scalar(sql)
+        .bind(from)
+        .bind(cap.max(0))
+        .fetch_one(conn)
+        .await?)
 }
 
 /// Adds folded deltas to the stored rollup rows.

@@ -5,8 +5,8 @@
 
 use apm_store::Db;
 use apm_store::telemetry::{
-    NewPush, Point, ROLLUP_MS, fold_rollups, insert_pushes, pending_pushes, raw_series,
-    roll_up_pending, rollup_series,
+    NewPush, Point, ROLLUP_MS, fold_rollups, insert_pushes, pending_pushes, pending_pushes_from,
+    raw_series, roll_up_pending, rollup_series,
 };
 use common::proxy_row;
 
@@ -88,7 +88,9 @@ async fn roll_up_all(db: Db, limit: usize) -> usize {
     let mut total = 0;
     loop {
         let mut tx = db.begin_write().await.expect("tx");
-        let n = roll_up_pending(&mut tx, limit).await.expect("roll up");
+        let n = roll_up_pending(&mut tx, limit, None)
+            .await
+            .expect("roll up");
         tx.commit().await.expect("commit");
         total += n;
         if n == 0 {
@@ -173,7 +175,10 @@ async fn an_interrupted_roll_up_leaves_the_pushes_pending(pg: bool) {
     insert(&db, &all).await;
     {
         let mut tx = db.begin_write().await.expect("tx");
-        assert_eq!(roll_up_pending(&mut tx, 500).await.expect("roll up"), 500);
+        assert_eq!(
+            roll_up_pending(&mut tx, 500, None).await.expect("roll up"),
+            500
+        );
         // The process dies before the commit: the transaction is dropped.
     }
     let mut conn = db.pool().acquire().await.expect("conn");
@@ -319,7 +324,10 @@ async fn a_large_backlog_is_claimed_in_full_chunks(pg: bool) {
     }
     // Half of it rolled up, so the pending rows sit behind rolled ones.
     let mut tx = db.begin_write().await.expect("tx");
-    assert_eq!(roll_up_pending(&mut tx, 3000).await.expect("roll up"), 3000);
+    assert_eq!(
+        roll_up_pending(&mut tx, 3000, None).await.expect("roll up"),
+        3000
+    );
     tx.commit().await.expect("commit");
     let mut tx = db.begin_write().await.expect("tx");
     sqlx::query("ANALYZE")
@@ -330,7 +338,7 @@ async fn a_large_backlog_is_claimed_in_full_chunks(pg: bool) {
     let mut chunks = Vec::new();
     loop {
         let mut tx = db.begin_write().await.expect("tx");
-        let n = roll_up_pending(&mut tx, 500).await.expect("roll up");
+        let n = roll_up_pending(&mut tx, 500, None).await.expect("roll up");
         tx.commit().await.expect("commit");
         chunks.push(n);
         if n < 500 {
@@ -344,7 +352,122 @@ async fn a_large_backlog_is_claimed_in_full_chunks(pg: bool) {
     );
 }
 
+/// A roll-up bounded in time takes only older pushes, a proxy's pushes together (so a closed
+/// bucket's rows are written once); the open bucket's backlog is counted up to a cap; and
+/// folding in two passes ends where one fold does.
+async fn a_bounded_roll_up_takes_closed_buckets_only(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    let ids = proxies(&db, 4).await;
+    let open_bucket = 3 * ROLLUP_MS;
+    let mut all = Vec::new();
+    for id in &ids {
+        for k in 0..10 {
+            // Ten pushes in a closed bucket, three in the open one, sent out of order.
+            all.push(NewPush {
+                proxy_id: id.clone(),
+                ts: open_bucket - ROLLUP_MS + k * 30_000,
+                metrics: vec![("m0".into(), k as f64)],
+            });
+            if k < 3 {
+                all.push(NewPush {
+                    proxy_id: id.clone(),
+                    ts: open_bucket + k * 30_000,
+                    metrics: vec![("m0".into(), 100.0 + k as f64)],
+                });
+            }
+        }
+    }
+    insert(&db, &all).await;
+    {
+        let mut conn = db.pool().acquire().await.expect("conn");
+        assert_eq!(
+            pending_pushes_from(&mut conn, open_bucket, 100)
+                .await
+                .expect("count"),
+            12
+        );
+        assert_eq!(
+            pending_pushes_from(&mut conn, open_bucket, 5)
+                .await
+                .expect("count"),
+            5,
+            "counted up to the cap"
+        );
+    }
+    // A chunk of 10 is exactly one proxy's closed bucket: claimed in (proxy, time) order.
+    let mut tx = db.begin_write().await.expect("tx");
+    assert_eq!(
+        roll_up_pending(&mut tx, 10, Some(open_bucket))
+            .await
+            .expect("roll up"),
+        10
+    );
+    tx.commit().await.expect("commit");
+    let mut conn = db.pool().acquire().await.expect("conn");
+    let mut sorted = ids.clone();
+    sorted.sort();
+    let first = rollup_series(&mut conn, &sorted[0], "m0", 0, 10 * ROLLUP_MS)
+        .await
+        .expect("rollups");
+    assert_eq!(first.len(), 1, "only the closed bucket: {first:?}");
+    assert_eq!((first[0].t, first[0].count), (open_bucket - ROLLUP_MS, 10));
+    assert!(
+        rollup_series(&mut conn, &sorted[1], "m0", 0, 10 * ROLLUP_MS)
+            .await
+            .expect("rollups")
+            .is_empty(),
+        "the next proxy waits for the next chunk"
+    );
+    drop(conn);
+    let mut tx = db.begin_write().await.expect("tx");
+    assert_eq!(
+        roll_up_pending(&mut tx, 500, Some(open_bucket))
+            .await
+            .expect("roll up"),
+        30,
+        "the other closed buckets, nothing of the open one"
+    );
+    tx.commit().await.expect("commit");
+    let mut conn = db.pool().acquire().await.expect("conn");
+    assert_eq!(pending_pushes(&mut conn).await.expect("pending"), 12);
+    drop(conn);
+    assert_eq!(roll_up_all(db.clone(), 500).await, 12);
+    check_m0(&db, &ids, &all).await;
+    if !pg {
+        // The bounded claim walks the pending index, never the index of every stored push.
+        let mut conn = db.pool().acquire().await.expect("conn");
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "EXPLAIN QUERY PLAN SELECT rowid FROM stats_push WHERE rolled = 0 AND +ts < ?
+             ORDER BY proxy_id, ts LIMIT ?",
+        )
+        .bind(open_bucket)
+        .bind(500i64)
+        .fetch_all(&mut *conn)
+        .await
+        .expect("plan");
+        let text: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+        assert!(
+            text.iter().any(|d| d.contains("stats_push_pending"))
+                && !text.iter().any(|d| d.contains("stats_push_ts")),
+            "plan: {text:?}"
+        );
+    }
+}
+
+/// The m0 rollups of every proxy equal one in-memory fold of `all`.
+async fn check_m0(db: &Db, ids: &[String], all: &[NewPush]) {
+    let mut conn = db.pool().acquire().await.expect("conn");
+    for id in ids {
+        let got = rollup_series(&mut conn, id, "m0", 0, 100 * ROLLUP_MS)
+            .await
+            .expect("rollups");
+        assert_eq!(got, expected_rollups(all, id, "m0"), "rollups of {id}");
+    }
+}
+
 both!(
+    a_bounded_roll_up_takes_closed_buckets_only,
     rolled_up_in_steps_equals_one_fold,
     concurrent_roll_ups_count_each_push_once,
     an_interrupted_roll_up_leaves_the_pushes_pending,

@@ -14,7 +14,7 @@ async fn open(postgres: bool, dir: &std::path::Path) -> Db {
 
 /// Folds every pending push into the rollups (what the server's roll-up task does).
 async fn roll_up(conn: &mut apm_store::AnyConnection) {
-    while apm_store::telemetry::roll_up_pending(conn, 1000)
+    while apm_store::telemetry::roll_up_pending(conn, 1000, None)
         .await
         .expect("roll up")
         > 0

@@ -377,7 +377,7 @@ pub(crate) async fn proxy_view(
         applied_hash: p.applied_hash.clone(),
         last_error: p.last_error.clone(),
         last_error_hash: p.last_error_hash.clone(),
-        last_seen_at: fmt_opt(p.last_seen_at),
+        last_seen_at: fmt_opt(state.contacts.last_seen(&p.id, p.last_seen_at)),
         online: is_online(state, p, now),
         ats_version: p.ats_version.clone(),
         ats_major: major_of(p.ats_version.as_deref()).to_string(),
@@ -392,7 +392,9 @@ pub(crate) async fn proxy_view(
 /// Seen recently enough to count as online.
 pub(crate) fn is_online(state: &AppState, p: &ProxyRow, now: i64) -> bool {
     p.revoked_at.is_none()
-        && p.last_seen_at
+        && state
+            .contacts
+            .last_seen(&p.id, p.last_seen_at)
             .is_some_and(|s| now - s <= state.settings.online_window_secs as i64 * 1000)
 }
 
