@@ -322,7 +322,7 @@ const G_JWT: u8 = 2;
 const G_AT: u8 = 4;
 /// `:` or `=` (the keyed rule).
 const G_KV: u8 = 8;
-const G_NON_DIGIT: u8 = 16;
+pub(crate) const G_NON_DIGIT: u8 = 16;
 /// Some built-in rule needs one of these bytes; a string with none of them is never changed
 /// by the built-in rules.
 pub(crate) const G_ANY_RULE: u8 = G_DIGIT | G_JWT | G_AT | G_KV;
