@@ -175,8 +175,11 @@ pub struct ConfigDetail {
     pub working: Option<Version>,
     /// Active.
     pub active: Option<Version>,
-    /// Assigned proxies.
+    /// Assigned proxies (the first 1,000 by hostname).
     pub proxies: Vec<ProxyRef>,
+    /// More proxies are assigned than `proxies` lists.
+    #[serde(default)]
+    pub proxies_truncated: bool,
 }
 
 /// One file's diff.

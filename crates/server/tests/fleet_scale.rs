@@ -12,7 +12,8 @@ use serde_json::json;
 both_dbs!(
     concurrent_pushes_are_all_stored,
     contact_time_advances_without_reporting_anything_new,
-    approval_wakes_only_its_configs_agents
+    approval_wakes_only_its_configs_agents,
+    a_configs_answer_lists_at_most_a_thousand_proxies
 );
 
 async fn agent_of(s: &Srv, admin: &str, config: &str, hostname: &str) -> (String, String) {
@@ -169,4 +170,72 @@ async fn approval_wakes_only_its_configs_agents(db: Db) {
         "b returned early: {:?}",
         rb.1
     );
+}
+
+/// A config's answers (GET, approval) list the first 1,000 proxies by hostname and say the list
+/// is cut; `proxy_count` has them all.
+async fn a_configs_answer_lists_at_most_a_thousand_proxies(db: Db) {
+    let s = Srv::start(db).await;
+    let root = s.root().await;
+    let id = s.config(&root, "big").await;
+    let mut ids = Vec::new();
+    let mut tx = s.server.state.db.begin_write().await.expect("tx");
+    for i in 0..1005 {
+        let p = apm_store::proxies::ProxyRow {
+            id: apm_store::new_id(),
+            hostname: format!("edge-{i:04}"),
+            credential_hash: format!("hash-{i}"),
+            enrolled_at: 0,
+            enrollment_token_id: None,
+            revoked_at: None,
+            config_id: None,
+            ats_version: None,
+            os: None,
+            arch: None,
+            applied_hash: None,
+            last_error: None,
+            last_error_hash: None,
+            last_ack_at: None,
+            last_seen_at: None,
+            capture_until: None,
+        };
+        apm_store::proxies::insert_proxy(&mut tx, &p)
+            .await
+            .expect("proxy");
+        ids.push(p.id);
+    }
+    tx.commit().await.expect("commit");
+    let r = s
+        .post(
+            &format!("/api/v1/configs/{id}/proxies"),
+            &root,
+            json!({ "proxy_ids": ids }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = s.get(&format!("/api/v1/configs/{id}"), &root).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let listed = r.body["proxies"].as_array().expect("proxies");
+    assert_eq!(listed.len(), 1000);
+    assert_eq!(listed[0]["hostname"], "edge-0000");
+    assert_eq!(listed[999]["hostname"], "edge-0999");
+    assert_eq!(r.body["proxies_truncated"], true);
+    assert_eq!(r.body["proxy_count"], 1005);
+    let r = s
+        .post(&format!("/api/v1/configs/{id}/submit"), &root, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = s
+        .post(&format!("/api/v1/configs/{id}/approve"), &root, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["active_version"], 1, "{}", r.body);
+    assert_eq!(r.body["proxies"].as_array().expect("proxies").len(), 1000);
+    assert_eq!(r.body["proxies_truncated"], true);
+    // A config with few proxies lists them all.
+    let small = s.config(&root, "small").await;
+    agent_of(&s, &root, &small, "edge-small").await;
+    let r = s.get(&format!("/api/v1/configs/{small}"), &root).await;
+    assert_eq!(r.body["proxies"].as_array().expect("proxies").len(), 1);
+    assert_eq!(r.body["proxies_truncated"], false);
 }

@@ -260,18 +260,20 @@ pub async fn count_proxies_of_config(conn: &mut AnyConnection, config_id: &str) 
     )
 }
 
-/// Id and hostname of the proxies assigned to a config, by hostname (the two columns a config's
-/// page lists; a fleet's full rows are far larger).
+/// Id and hostname of the first `limit` proxies assigned to a config, by hostname (the two
+/// columns a config's page lists; a fleet's full rows are far larger).
 pub async fn list_proxy_refs_of_config(
     conn: &mut AnyConnection,
     config_id: &str,
+    limit: i64,
 ) -> Result<Vec<(String, String)>> {
-    Ok(
-        sqlx::query_as("SELECT id, hostname FROM proxies WHERE config_id = $1 ORDER BY hostname")
-            .bind(config_id)
-            .fetch_all(conn)
-            .await?,
+    Ok(sqlx::query_as(
+        "SELECT id, hostname FROM proxies WHERE config_id = $1 ORDER BY hostname LIMIT $2",
     )
+    .bind(config_id)
+    .bind(limit.max(0))
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Sets (or clears) the config of a proxy.
