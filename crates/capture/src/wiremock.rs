@@ -5,6 +5,7 @@
 //! `metadata.apm`.
 
 use std::borrow::Cow;
+use std::io::Write as _;
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -66,30 +67,6 @@ impl MappingFile {
     }
 }
 
-/// A small JSON tree for the parts of a mapping we build, with raw JSON leaves for bodies.
-enum J<'a> {
-    Str(Cow<'a, str>),
-    Int(u64),
-    Bool(bool),
-    /// Valid JSON text, written as it is.
-    Raw(&'a [u8]),
-    Obj(Vec<(Cow<'a, str>, J<'a>)>),
-    Arr(Vec<J<'a>>),
-}
-
-fn s<'a>(v: impl Into<Cow<'a, str>>) -> J<'a> {
-    J::Str(v.into())
-}
-
-fn obj<'a>(members: Vec<(&'static str, J<'a>)>) -> J<'a> {
-    J::Obj(
-        members
-            .into_iter()
-            .map(|(k, v)| (Cow::Borrowed(k), v))
-            .collect(),
-    )
-}
-
 fn write_str(out: &mut Vec<u8>, v: &str) {
     // serde_json escapes only control characters, `"` and `\\`; most strings of a mapping
     // (member names, ids, paths, header values) hold none and are copied as they are.
@@ -136,41 +113,67 @@ fn indent(out: &mut Vec<u8>, depth: usize) {
     out.resize(out.len() + 2 * depth, b' ');
 }
 
-/// serde_json's pretty layout (two spaces, `"key": value`).
-fn write_pretty(out: &mut Vec<u8>, v: &J<'_>, depth: usize) {
-    match v {
-        J::Str(t) => write_str(out, t),
-        J::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        J::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        J::Raw(r) => out.extend_from_slice(r),
-        J::Obj(m) if m.is_empty() => out.extend_from_slice(b"{}"),
-        J::Arr(a) if a.is_empty() => out.extend_from_slice(b"[]"),
-        J::Obj(m) => {
-            out.push(b'{');
-            for (i, (k, v)) in m.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                indent(out, depth + 1);
-                write_str(out, k);
-                out.extend_from_slice(b": ");
-                write_pretty(out, v, depth + 1);
-            }
-            indent(out, depth);
-            out.push(b'}');
+/// serde_json's pretty layout (two spaces, `"key": value`), written while the mapping is
+/// walked: no intermediate tree. Members are written in sorted order by the caller (WireMock
+/// and serde_json's default map keep them sorted), so files read the same as before.
+struct Pretty {
+    out: Vec<u8>,
+    depth: usize,
+    /// Nothing written yet in the innermost open object or array.
+    first: bool,
+}
+
+impl Pretty {
+    fn open(&mut self, bracket: u8) {
+        self.out.push(bracket);
+        self.depth += 1;
+        self.first = true;
+    }
+
+    fn close(&mut self, bracket: u8) {
+        self.depth -= 1;
+        if !self.first {
+            indent(&mut self.out, self.depth);
         }
-        J::Arr(a) => {
-            out.push(b'[');
-            for (i, v) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                indent(out, depth + 1);
-                write_pretty(out, v, depth + 1);
-            }
-            indent(out, depth);
-            out.push(b']');
+        self.out.push(bracket);
+        self.first = false;
+    }
+
+    /// Starts an array element.
+    fn item(&mut self) {
+        if !self.first {
+            self.out.push(b',');
         }
+        self.first = false;
+        indent(&mut self.out, self.depth);
+    }
+
+    /// Starts an object member.
+    fn key(&mut self, k: &str) {
+        self.item();
+        write_str(&mut self.out, k);
+        self.out.extend_from_slice(b": ");
+    }
+
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        write_str(&mut self.out, v);
+    }
+
+    fn raw(&mut self, k: &str, v: &[u8]) {
+        self.key(k);
+        self.out.extend_from_slice(v);
+    }
+
+    fn bool(&mut self, k: &str, v: bool) {
+        self.raw(k, if v { &b"true"[..] } else { &b"false"[..] });
+    }
+
+    /// `{"<k>": "<v>"}` as an element or member value.
+    fn one(&mut self, k: &str, v: &str) {
+        self.open(b'{');
+        self.str(k, v);
+        self.close(b'}');
     }
 }
 
@@ -185,120 +188,38 @@ pub fn mapping(
     fallback_time: OffsetDateTime,
 ) -> MappingFile {
     let id = key.stub_id(state_index);
-    let mut request = vec![("method", s(ex.method()))];
-    if has_marker(ex.path()) {
-        // A sanitized segment matches any segment: the stub stands for every request that
-        // sanitizes to it (which is exactly what dedupe grouped together).
-        request.push(("urlPathPattern", s(marker_regex(ex.path(), "[^/]+"))));
-    } else if ex.query().is_empty() {
-        request.push(("url", s(ex.path())));
-    } else {
-        request.push(("urlPath", s(ex.path())));
-    }
-    if !ex.query().is_empty() {
-        let mut names: Vec<&str> = Vec::new();
-        for (k, _) in ex.query() {
-            if !names.contains(&k.as_str()) {
-                names.push(k);
-            }
-        }
-        let params = names
-            .into_iter()
-            .map(|name| {
-                let values: Vec<&str> = ex
-                    .query()
-                    .iter()
-                    .filter(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_str())
-                    .collect();
-                let matcher = if values.len() == 1 {
-                    value_matcher(values[0])
-                } else {
-                    obj(vec![(
-                        "hasExactly",
-                        J::Arr(values.into_iter().map(value_matcher).collect()),
-                    )])
-                };
-                (Cow::Borrowed(name), matcher)
-            })
-            .collect();
-        request.push(("queryParameters", J::Obj(params)));
-    }
-    let mut placeholder_body = Vec::new();
-    if let Some(pattern) = body_pattern(ex.request_body(), &mut placeholder_body) {
-        request.push(("bodyPatterns", J::Arr(vec![pattern])));
-    }
-
-    let mut response = vec![("status", J::Int(u64::from(ex.status())))];
-    let headers = response_headers(ex);
-    if !headers.is_empty() {
-        response.push(("headers", J::Obj(headers)));
-    }
-    match &ex.response_body().content {
-        BodyContent::Empty => {}
-        BodyContent::Json(j) => response.push(("jsonBody", J::Raw(j.as_bytes()))),
-        BodyContent::Text(t) => response.push(("body", s(t.as_str()))),
-        BodyContent::Binary(b) => response.push((
-            "base64Body",
-            s(base64::engine::general_purpose::STANDARD.encode(b)),
-        )),
-    }
-
-    let captured = ex.captured_at().unwrap_or(fallback_time);
-    let mut apm = vec![
-        (
-            "source",
-            obj(vec![
-                ("format", s(ex.source().format.as_str())),
-                ("file", s(ex.source().file.as_str())),
-                ("position", s(ex.source().position.as_str())),
-            ]),
+    let mut w = Pretty {
+        out: Vec::with_capacity(
+            1024 + json_len(ex.request_body()) * 2 + json_len(ex.response_body()) * 2,
         ),
-        ("dedupeKey", s(key.hex())),
-        (
-            "capturedAt",
-            s(captured.format(&Rfc3339).unwrap_or_default()),
-        ),
-    ];
-    if let Some(host) = ex.host() {
-        apm.push(("host", s(host)));
+        depth: 0,
+        first: true,
+    };
+    // Every object's members below are in sorted order.
+    w.open(b'{');
+    w.str("id", &id);
+    w.key("metadata");
+    w.open(b'{');
+    w.key("apm");
+    metadata(&mut w, ex, key, fallback_time);
+    w.close(b'}');
+    w.key("name");
+    write_str_pair(&mut w.out, ex.method(), ex.path());
+    if let Some(next) = scenario.and_then(|sc| sc.new_state.as_deref()) {
+        w.str("newScenarioState", next);
     }
-    for (truncated_name, note_name, body) in [
-        ("requestBodyTruncated", "requestBodyNote", ex.request_body()),
-        (
-            "responseBodyTruncated",
-            "responseBodyNote",
-            ex.response_body(),
-        ),
-    ] {
-        if body.truncated {
-            apm.push((truncated_name, J::Bool(true)));
-        }
-        if let Some(note) = body.note {
-            apm.push((note_name, s(note)));
-        }
-    }
-    // WireMock keeps top-level members sorted in its own output; ours follow serde_json's
-    // default (sorted) map order too, so files read the same as before.
-    let mut m = vec![
-        ("id", s(id.as_str())),
-        ("metadata", obj(vec![("apm", obj(sorted(apm)))])),
-        ("name", s(format!("{} {}", ex.method(), ex.path()))),
-        ("request", obj(sorted(request))),
-        ("response", obj(sorted(response))),
-    ];
+    w.key("request");
+    request(&mut w, ex);
     if let Some(sc) = scenario {
-        if let Some(next) = &sc.new_state {
-            m.push(("newScenarioState", s(next.as_str())));
-        }
-        m.push(("requiredScenarioState", s(sc.required_state.as_str())));
-        m.push(("scenarioName", s(sc.name.as_str())));
+        w.str("requiredScenarioState", &sc.required_state);
     }
-    let m = sorted(m);
-    let mut bytes = Vec::with_capacity(
-        1024 + json_len(ex.request_body()) * 2 + json_len(ex.response_body()) * 2,
-    );
-    write_pretty(&mut bytes, &obj(m), 0);
+    w.key("response");
+    response(&mut w, ex);
+    if let Some(sc) = scenario {
+        w.str("scenarioName", &sc.name);
+    }
+    w.close(b'}');
+    let mut bytes = w.out;
     bytes.push(b'\n');
     MappingFile {
         file_name: file_name(ex.method(), ex.path(), &id),
@@ -307,9 +228,129 @@ pub fn mapping(
     }
 }
 
-fn sorted<'a>(mut members: Vec<(&'static str, J<'a>)>) -> Vec<(&'static str, J<'a>)> {
-    members.sort_by(|a, b| a.0.cmp(b.0));
-    members
+/// `"<method> <path>"`, escaped as serde_json would.
+fn write_str_pair(out: &mut Vec<u8>, method: &str, path: &str) {
+    if needs_escape(method.as_bytes()) || needs_escape(path.as_bytes()) {
+        write_str(out, &format!("{method} {path}"));
+    } else {
+        out.reserve(method.len() + path.len() + 3);
+        out.push(b'"');
+        out.extend_from_slice(method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(path.as_bytes());
+        out.push(b'"');
+    }
+}
+
+fn metadata(
+    w: &mut Pretty,
+    ex: &SanitizedExchange,
+    key: &DedupeKey,
+    fallback_time: OffsetDateTime,
+) {
+    let captured = ex.captured_at().unwrap_or(fallback_time);
+    w.open(b'{');
+    w.str("capturedAt", &captured.format(&Rfc3339).unwrap_or_default());
+    w.str("dedupeKey", &key.hex());
+    if let Some(host) = ex.host() {
+        w.str("host", host);
+    }
+    for (note_name, truncated_name, body) in [
+        ("requestBodyNote", "requestBodyTruncated", ex.request_body()),
+        (
+            "responseBodyNote",
+            "responseBodyTruncated",
+            ex.response_body(),
+        ),
+    ] {
+        if let Some(note) = body.note {
+            w.str(note_name, note);
+        }
+        if body.truncated {
+            w.bool(truncated_name, true);
+        }
+    }
+    w.key("source");
+    w.open(b'{');
+    w.str("format", ex.source().format.as_str());
+    w.str("file", &ex.source().file);
+    w.str("position", &ex.source().position);
+    w.close(b'}');
+    w.close(b'}');
+}
+
+fn request(w: &mut Pretty, ex: &SanitizedExchange) {
+    w.open(b'{');
+    let body = ex.request_body();
+    if !body.truncated && !body.is_empty() {
+        w.key("bodyPatterns");
+        w.open(b'[');
+        w.item();
+        body_pattern(w, body);
+        w.close(b']');
+    }
+    w.str("method", ex.method());
+    let query = ex.query();
+    if !query.is_empty() {
+        w.key("queryParameters");
+        w.open(b'{');
+        for (i, (name, _)) in query.iter().enumerate() {
+            // Each name once, where it first appears, with all its values.
+            if query[..i].iter().any(|(k, _)| k == name) {
+                continue;
+            }
+            w.key(name);
+            let mut values = query[i..].iter().filter(|(k, _)| k == name);
+            let first = values.next().map_or("", |(_, v)| v.as_str());
+            if query[i + 1..].iter().any(|(k, _)| k == name) {
+                w.open(b'{');
+                w.key("hasExactly");
+                w.open(b'[');
+                w.item();
+                value_matcher(w, first);
+                for (_, v) in values {
+                    w.item();
+                    value_matcher(w, v);
+                }
+                w.close(b']');
+                w.close(b'}');
+            } else {
+                value_matcher(w, first);
+            }
+        }
+        w.close(b'}');
+    }
+    if has_marker(ex.path()) {
+        // A sanitized segment matches any segment: the stub stands for every request that
+        // sanitizes to it (which is exactly what dedupe grouped together).
+        w.str("urlPathPattern", &marker_regex(ex.path(), "[^/]+"));
+    } else if query.is_empty() {
+        w.str("url", ex.path());
+    } else {
+        w.str("urlPath", ex.path());
+    }
+    w.close(b'}');
+}
+
+fn response(w: &mut Pretty, ex: &SanitizedExchange) {
+    w.open(b'{');
+    let content = &ex.response_body().content;
+    match content {
+        BodyContent::Binary(b) => w.str(
+            "base64Body",
+            &base64::engine::general_purpose::STANDARD.encode(b),
+        ),
+        BodyContent::Text(t) => w.str("body", t),
+        BodyContent::Empty | BodyContent::Json(_) => {}
+    }
+    response_headers(w, ex);
+    if let BodyContent::Json(j) = content {
+        w.raw("jsonBody", j.as_bytes());
+    }
+    w.key("status");
+    // Writing into a Vec cannot fail.
+    let _ = write!(w.out, "{}", ex.status());
+    w.close(b'}');
 }
 
 fn json_len(b: &SanitizedBody) -> usize {
@@ -346,11 +387,11 @@ pub fn marker_regex(s: &str, any: &str) -> String {
     out
 }
 
-fn value_matcher(v: &str) -> J<'static> {
+fn value_matcher(w: &mut Pretty, v: &str) {
     if has_marker(v) {
-        obj(vec![("matches", s(marker_regex(v, ".+?")))])
+        w.one("matches", &marker_regex(v, ".+?"));
     } else {
-        obj(vec![("equalTo", s(v.to_string()))])
+        w.one("equalTo", v);
     }
 }
 
@@ -441,74 +482,76 @@ fn string_end(json: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-/// The request body matcher, or `None` for empty or truncated bodies (a partial body must
-/// never become an exact matcher: the real request would not equal it). `store` holds a
-/// rewritten JSON body the matcher borrows.
-fn body_pattern<'a>(body: &'a SanitizedBody, store: &'a mut Vec<u8>) -> Option<J<'a>> {
-    if body.truncated {
-        return None;
-    }
-    Some(match &body.content {
-        BodyContent::Empty => return None,
+/// The request body matcher of a complete, non-empty body (a partial body must never become
+/// an exact matcher: the real request would not equal it).
+fn body_pattern(w: &mut Pretty, body: &SanitizedBody) {
+    match &body.content {
+        BodyContent::Empty => w.out.extend_from_slice(b"{}"),
         BodyContent::Json(j) => {
             let (expected, used) = with_placeholders(j.as_bytes());
-            let expected = match expected {
-                Cow::Borrowed(b) => J::Raw(b),
-                Cow::Owned(o) => {
-                    *store = o;
-                    J::Raw(store.as_slice())
-                }
-            };
-            let mut m = vec![
-                ("equalToJson", expected),
-                ("ignoreArrayOrder", J::Bool(true)),
-                ("ignoreExtraElements", J::Bool(true)),
-            ];
+            w.open(b'{');
             if used {
-                m.push(("enablePlaceholders", J::Bool(true)));
+                w.bool("enablePlaceholders", true);
             }
-            obj(sorted(m))
+            w.raw("equalToJson", &expected);
+            w.bool("ignoreArrayOrder", true);
+            w.bool("ignoreExtraElements", true);
+            w.close(b'}');
         }
-        BodyContent::Text(t) if has_marker(t) => obj(vec![("matches", s(marker_regex(t, ".+?")))]),
-        BodyContent::Text(t) => obj(vec![("equalTo", s(t.as_str()))]),
-        BodyContent::Binary(b) => obj(vec![(
+        BodyContent::Text(t) if has_marker(t) => w.one("matches", &marker_regex(t, ".+?")),
+        BodyContent::Text(t) => w.one("equalTo", t),
+        BodyContent::Binary(b) => w.one(
             "binaryEqualTo",
-            s(base64::engine::general_purpose::STANDARD.encode(b)),
-        )]),
-    })
+            &base64::engine::general_purpose::STANDARD.encode(b),
+        ),
+    }
 }
 
-fn response_headers(ex: &SanitizedExchange) -> Vec<(Cow<'_, str>, J<'_>)> {
-    let mut out: Vec<(Cow<'_, str>, Vec<&str>)> = Vec::new();
-    for h in ex.response_headers() {
-        if DROPPED_RESPONSE_HEADERS
+/// The `headers` member of the response, if any header is kept: names sorted, each name
+/// once (in its first spelling), a repeated header as an array of its values.
+fn response_headers(w: &mut Pretty, ex: &SanitizedExchange) {
+    let kept = |name: &str| {
+        !DROPPED_RESPONSE_HEADERS
             .iter()
-            .any(|d| d.eq_ignore_ascii_case(&h.name))
-        {
-            continue;
-        }
-        match out
-            .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(&h.name))
-        {
-            Some((_, vals)) => vals.push(&h.value),
-            None => out.push((Cow::Borrowed(h.name.as_str()), vec![h.value.as_str()])),
+            .any(|d| d.eq_ignore_ascii_case(name))
+    };
+    let headers = ex.response_headers();
+    // (name, index of its first occurrence) for each distinct kept name.
+    let mut names: Vec<(&str, usize)> = Vec::new();
+    for (i, h) in headers.iter().enumerate() {
+        if kept(&h.name) && !names.iter().any(|(n, _)| n.eq_ignore_ascii_case(&h.name)) {
+            names.push((&h.name, i));
         }
     }
-    let mut out: Vec<(Cow<'_, str>, J<'_>)> = out
-        .into_iter()
-        .map(|(name, vals)| {
-            let v = if vals.len() == 1 {
-                s(vals[0])
-            } else {
-                J::Arr(vals.into_iter().map(s).collect())
-            };
-            (name, v)
-        })
-        .collect();
-    // serde_json's default map is ordered by key; keep that layout.
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    if names.is_empty() {
+        return;
+    }
+    names.sort_by(|a, b| a.0.cmp(b.0));
+    w.key("headers");
+    w.open(b'{');
+    for (name, first) in names {
+        w.key(name);
+        let mut values = headers[first..]
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name));
+        let one = values.next().map_or("", |h| h.value.as_str());
+        if headers[first + 1..]
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name))
+        {
+            w.open(b'[');
+            w.item();
+            write_str(&mut w.out, one);
+            for h in values {
+                w.item();
+                write_str(&mut w.out, &h.value);
+            }
+            w.close(b']');
+        } else {
+            write_str(&mut w.out, one);
+        }
+    }
+    w.close(b'}');
 }
 
 /// `get-v1-orders-1a2b3c4d.json`: readable, filesystem-safe, unique through the id.
@@ -540,6 +583,300 @@ pub fn file_name(method: &str, path: &str, id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    use crate::model::InputFormat;
+    use crate::sanitize::{BodyLimits, SanitizeStats, Sanitizer};
+
+    /// The tree-based mapping writer the direct one replaced (build a small JSON tree, sort
+    /// each object's members, print it): the reference for [`mapping`].
+    mod reference {
+        use base64::Engine as _;
+
+        use super::super::*;
+
+        /// A small JSON tree for the parts of a mapping we build, with raw JSON leaves for bodies.
+        enum J<'a> {
+            Str(Cow<'a, str>),
+            Int(u64),
+            Bool(bool),
+            /// Valid JSON text, written as it is.
+            Raw(&'a [u8]),
+            Obj(Vec<(Cow<'a, str>, J<'a>)>),
+            Arr(Vec<J<'a>>),
+        }
+
+        fn s<'a>(v: impl Into<Cow<'a, str>>) -> J<'a> {
+            J::Str(v.into())
+        }
+
+        fn obj<'a>(members: Vec<(&'static str, J<'a>)>) -> J<'a> {
+            J::Obj(
+                members
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Borrowed(k), v))
+                    .collect(),
+            )
+        }
+
+        /// serde_json's pretty layout (two spaces, `"key": value`).
+        fn write_pretty(out: &mut Vec<u8>, v: &J<'_>, depth: usize) {
+            match v {
+                J::Str(t) => write_str(out, t),
+                J::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+                J::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+                J::Raw(r) => out.extend_from_slice(r),
+                J::Obj(m) if m.is_empty() => out.extend_from_slice(b"{}"),
+                J::Arr(a) if a.is_empty() => out.extend_from_slice(b"[]"),
+                J::Obj(m) => {
+                    out.push(b'{');
+                    for (i, (k, v)) in m.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        indent(out, depth + 1);
+                        write_str(out, k);
+                        out.extend_from_slice(b": ");
+                        write_pretty(out, v, depth + 1);
+                    }
+                    indent(out, depth);
+                    out.push(b'}');
+                }
+                J::Arr(a) => {
+                    out.push(b'[');
+                    for (i, v) in a.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        indent(out, depth + 1);
+                        write_pretty(out, v, depth + 1);
+                    }
+                    indent(out, depth);
+                    out.push(b']');
+                }
+            }
+        }
+
+        /// Builds the mapping for one sanitized exchange.
+        ///
+        /// `fallback_time` is used as the capture time when the input did not record one.
+        pub(super) fn mapping(
+            ex: &SanitizedExchange,
+            key: &DedupeKey,
+            state_index: u32,
+            scenario: Option<&ScenarioStep>,
+            fallback_time: OffsetDateTime,
+        ) -> MappingFile {
+            let id = key.stub_id(state_index);
+            let mut request = vec![("method", s(ex.method()))];
+            if has_marker(ex.path()) {
+                // A sanitized segment matches any segment: the stub stands for every request that
+                // sanitizes to it (which is exactly what dedupe grouped together).
+                request.push(("urlPathPattern", s(marker_regex(ex.path(), "[^/]+"))));
+            } else if ex.query().is_empty() {
+                request.push(("url", s(ex.path())));
+            } else {
+                request.push(("urlPath", s(ex.path())));
+            }
+            if !ex.query().is_empty() {
+                let mut names: Vec<&str> = Vec::new();
+                for (k, _) in ex.query() {
+                    if !names.contains(&k.as_str()) {
+                        names.push(k);
+                    }
+                }
+                let params = names
+                    .into_iter()
+                    .map(|name| {
+                        let values: Vec<&str> = ex
+                            .query()
+                            .iter()
+                            .filter(|(k, _)| k == name)
+                            .map(|(_, v)| v.as_str())
+                            .collect();
+                        let matcher = if values.len() == 1 {
+                            value_matcher(values[0])
+                        } else {
+                            obj(vec![(
+                                "hasExactly",
+                                J::Arr(values.into_iter().map(value_matcher).collect()),
+                            )])
+                        };
+                        (Cow::Borrowed(name), matcher)
+                    })
+                    .collect();
+                request.push(("queryParameters", J::Obj(params)));
+            }
+            let mut placeholder_body = Vec::new();
+            if let Some(pattern) = body_pattern(ex.request_body(), &mut placeholder_body) {
+                request.push(("bodyPatterns", J::Arr(vec![pattern])));
+            }
+
+            let mut response = vec![("status", J::Int(u64::from(ex.status())))];
+            let headers = response_headers(ex);
+            if !headers.is_empty() {
+                response.push(("headers", J::Obj(headers)));
+            }
+            match &ex.response_body().content {
+                BodyContent::Empty => {}
+                BodyContent::Json(j) => response.push(("jsonBody", J::Raw(j.as_bytes()))),
+                BodyContent::Text(t) => response.push(("body", s(t.as_str()))),
+                BodyContent::Binary(b) => response.push((
+                    "base64Body",
+                    s(base64::engine::general_purpose::STANDARD.encode(b)),
+                )),
+            }
+
+            let captured = ex.captured_at().unwrap_or(fallback_time);
+            let mut apm = vec![
+                (
+                    "source",
+                    obj(vec![
+                        ("format", s(ex.source().format.as_str())),
+                        ("file", s(ex.source().file.as_str())),
+                        ("position", s(ex.source().position.as_str())),
+                    ]),
+                ),
+                ("dedupeKey", s(key.hex())),
+                (
+                    "capturedAt",
+                    s(captured.format(&Rfc3339).unwrap_or_default()),
+                ),
+            ];
+            if let Some(host) = ex.host() {
+                apm.push(("host", s(host)));
+            }
+            for (truncated_name, note_name, body) in [
+                ("requestBodyTruncated", "requestBodyNote", ex.request_body()),
+                (
+                    "responseBodyTruncated",
+                    "responseBodyNote",
+                    ex.response_body(),
+                ),
+            ] {
+                if body.truncated {
+                    apm.push((truncated_name, J::Bool(true)));
+                }
+                if let Some(note) = body.note {
+                    apm.push((note_name, s(note)));
+                }
+            }
+            // WireMock keeps top-level members sorted in its own output; ours follow serde_json's
+            // default (sorted) map order too, so files read the same as before.
+            let mut m = vec![
+                ("id", s(id.as_str())),
+                ("metadata", obj(vec![("apm", obj(sorted(apm)))])),
+                ("name", s(format!("{} {}", ex.method(), ex.path()))),
+                ("request", obj(sorted(request))),
+                ("response", obj(sorted(response))),
+            ];
+            if let Some(sc) = scenario {
+                if let Some(next) = &sc.new_state {
+                    m.push(("newScenarioState", s(next.as_str())));
+                }
+                m.push(("requiredScenarioState", s(sc.required_state.as_str())));
+                m.push(("scenarioName", s(sc.name.as_str())));
+            }
+            let m = sorted(m);
+            let mut bytes = Vec::with_capacity(
+                1024 + json_len(ex.request_body()) * 2 + json_len(ex.response_body()) * 2,
+            );
+            write_pretty(&mut bytes, &obj(m), 0);
+            bytes.push(b'\n');
+            MappingFile {
+                file_name: file_name(ex.method(), ex.path(), &id),
+                id,
+                bytes,
+            }
+        }
+
+        fn sorted<'a>(mut members: Vec<(&'static str, J<'a>)>) -> Vec<(&'static str, J<'a>)> {
+            members.sort_by(|a, b| a.0.cmp(b.0));
+            members
+        }
+
+        fn value_matcher(v: &str) -> J<'static> {
+            if has_marker(v) {
+                obj(vec![("matches", s(marker_regex(v, ".+?")))])
+            } else {
+                obj(vec![("equalTo", s(v.to_string()))])
+            }
+        }
+
+        /// The request body matcher, or `None` for empty or truncated bodies (a partial body must
+        /// never become an exact matcher: the real request would not equal it). `store` holds a
+        /// rewritten JSON body the matcher borrows.
+        fn body_pattern<'a>(body: &'a SanitizedBody, store: &'a mut Vec<u8>) -> Option<J<'a>> {
+            if body.truncated {
+                return None;
+            }
+            Some(match &body.content {
+                BodyContent::Empty => return None,
+                BodyContent::Json(j) => {
+                    let (expected, used) = with_placeholders(j.as_bytes());
+                    let expected = match expected {
+                        Cow::Borrowed(b) => J::Raw(b),
+                        Cow::Owned(o) => {
+                            *store = o;
+                            J::Raw(store.as_slice())
+                        }
+                    };
+                    let mut m = vec![
+                        ("equalToJson", expected),
+                        ("ignoreArrayOrder", J::Bool(true)),
+                        ("ignoreExtraElements", J::Bool(true)),
+                    ];
+                    if used {
+                        m.push(("enablePlaceholders", J::Bool(true)));
+                    }
+                    obj(sorted(m))
+                }
+                BodyContent::Text(t) if has_marker(t) => {
+                    obj(vec![("matches", s(marker_regex(t, ".+?")))])
+                }
+                BodyContent::Text(t) => obj(vec![("equalTo", s(t.as_str()))]),
+                BodyContent::Binary(b) => obj(vec![(
+                    "binaryEqualTo",
+                    s(base64::engine::general_purpose::STANDARD.encode(b)),
+                )]),
+            })
+        }
+
+        fn response_headers(ex: &SanitizedExchange) -> Vec<(Cow<'_, str>, J<'_>)> {
+            let mut out: Vec<(Cow<'_, str>, Vec<&str>)> = Vec::new();
+            for h in ex.response_headers() {
+                if DROPPED_RESPONSE_HEADERS
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(&h.name))
+                {
+                    continue;
+                }
+                match out
+                    .iter_mut()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(&h.name))
+                {
+                    Some((_, vals)) => vals.push(&h.value),
+                    None => out.push((Cow::Borrowed(h.name.as_str()), vec![h.value.as_str()])),
+                }
+            }
+            let mut out: Vec<(Cow<'_, str>, J<'_>)> = out
+                .into_iter()
+                .map(|(name, vals)| {
+                    let v = if vals.len() == 1 {
+                        s(vals[0])
+                    } else {
+                        J::Arr(vals.into_iter().map(s).collect())
+                    };
+                    (name, v)
+                })
+                .collect();
+            // serde_json's default map is ordered by key; keep that layout.
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out
+        }
+    }
+    use base64::Engine as _;
+
     use super::*;
     use crate::sanitize::Kind;
     use crate::sanitize::stream::{KeyAction, Rewrite, rewrite};
@@ -694,5 +1031,210 @@ mod tests {
             file_name("GET", "/../../etc/passwd", "0123456789"),
             "get-etc-passwd-01234567.json"
         );
+    }
+
+    /// Every mapping of `exchanges` (a JSONL text) written both ways, plain and as scenario
+    /// states, with a body limit small enough to truncate some bodies.
+    fn both_ways(jsonl: &str, files: &[(&str, InputFormat)]) -> Result<usize, TestCaseError> {
+        let mut inputs: Vec<(InputFormat, String, Vec<u8>)> = vec![(
+            InputFormat::Jsonl,
+            "t.jsonl".into(),
+            jsonl.as_bytes().to_vec(),
+        )];
+        for (path, format) in files {
+            let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+            inputs.push((
+                *format,
+                path.to_string(),
+                std::fs::read(full).expect("fixture"),
+            ));
+        }
+        let sanitizer = Sanitizer::builtin();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let mut n = 0;
+        for limit in [8 * 1024, 40] {
+            let limits = BodyLimits { max_body: limit };
+            for (format, file, bytes) in &inputs {
+                let parsed = crate::parse_all(*format, [(file.as_str(), bytes.as_slice())]);
+                for ex in parsed.exchanges {
+                    let mut stats = SanitizeStats::default();
+                    let pending = sanitizer.sanitize_request(ex, &limits, &mut stats);
+                    let key = pending.dedupe_key(1024);
+                    let clean = sanitizer.finish(pending, &limits, &mut stats);
+                    let steps = [
+                        None,
+                        Some(ScenarioStep {
+                            name: "apm-0123".into(),
+                            required_state: "Started".into(),
+                            new_state: Some("state-2".into()),
+                        }),
+                        Some(ScenarioStep {
+                            name: "apm-0123".into(),
+                            required_state: "state-2".into(),
+                            new_state: None,
+                        }),
+                    ];
+                    for (i, step) in steps.iter().enumerate() {
+                        let direct = mapping(&clean, &key, i as u32, step.as_ref(), now);
+                        let tree = reference::mapping(&clean, &key, i as u32, step.as_ref(), now);
+                        prop_assert_eq!(
+                            String::from_utf8_lossy(direct.bytes()),
+                            String::from_utf8_lossy(tree.bytes())
+                        );
+                        prop_assert_eq!(&direct, &tree);
+                        n += 1;
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// One JSONL exchange from generated parts.
+    #[allow(clippy::too_many_arguments)]
+    fn jsonl_line(
+        method: &str,
+        path: &str,
+        query: &[(String, String)],
+        req_headers: &[(String, String)],
+        req_body: &Option<String>,
+        status: u16,
+        resp_headers: &[(String, String)],
+        resp_body: &(u8, String),
+    ) -> String {
+        let mut url = path.to_string();
+        for (i, (k, v)) in query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(&format!("{k}={v}"));
+        }
+        let mut request = serde_json::json!({"method": method, "url": url, "headers": req_headers});
+        if let Some(b) = req_body {
+            request["body"] = Value::from(b.as_str());
+        }
+        let mut response = serde_json::json!({"status": status, "headers": resp_headers});
+        match resp_body.0 {
+            0 => {}
+            1 => response["body"] = Value::from(resp_body.1.as_str()),
+            2 => {
+                response["body_base64"] = Value::from(
+                    base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe, 0x00, 0x81]),
+                )
+            }
+            _ => {
+                response["body"] = Value::from(resp_body.1.as_str());
+                response["body_truncated"] = Value::from(true);
+            }
+        }
+        serde_json::json!({"time": "2026-11-20T16:00:00Z", "request": request, "response": response})
+            .to_string()
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(
+                &[
+                    "a",
+                    "ana@example.com",
+                    "52998224725",
+                    "x\"y",
+                    "tab\there",
+                    "é",
+                    "1",
+                    "SANITIZED_X",
+                    "+55 11 98765-4321",
+                    "",
+                    "q w",
+                ][..]
+            )
+            .prop_map(String::from),
+            "[a-zA-Z0-9 ._-]{0,8}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// The direct writer gives byte for byte what the tree-based writer gave: paths with
+        /// and without sanitized segments, repeated and sanitized query parameters, repeated,
+        /// dropped and differently spelt response headers, JSON (with placeholders), text,
+        /// binary, empty and truncated bodies, scenario states, notes and hosts.
+        #[test]
+        fn direct_writer_equals_the_tree_writer(
+            method in proptest::sample::select(&["GET", "POST", "PUT", "DELETE"][..]),
+            path in prop_oneof![
+                "(/[a-z0-9]{1,6}){0,3}",
+                Just("/u/ana@example.com/orders".to_string()),
+                Just("https://api.example.com/v1/x".to_string()),
+                Just("/a\"b/c".to_string()),
+            ],
+            query in proptest::collection::vec(
+                (proptest::sample::select(&["a", "b", "email", "token", "c d"][..]).prop_map(String::from), text()),
+                0..4,
+            ),
+            req_body in proptest::option::of(prop_oneof![
+                text(),
+                Just(r#"{"email":"ana@example.com","n":[1,2],"password":"x","s":"a\"b"}"#.to_string()),
+                Just(r#"{"a":"SANITIZED_EMAIL","b":{"c":"x 52998224725"}}"#.to_string()),
+                Just("name=ana&password=1".to_string()),
+            ]),
+            status in proptest::sample::select(&[200u16, 201, 204, 404, 500][..]),
+            resp_headers in proptest::collection::vec(
+                (
+                    proptest::sample::select(&[
+                        "content-type", "Content-Type", "x-a", "X-A", "set-cookie", "connection",
+                        "Content-Length", "x-b", "x-\"q",
+                    ][..]).prop_map(String::from),
+                    text(),
+                ),
+                0..5,
+            ),
+            resp_body in (0u8..4, prop_oneof![
+                text(),
+                Just(r#"{"ok":true,"owner":"ana@example.com"}"#.to_string()),
+                Just("[1,2,3]".to_string()),
+            ]),
+        ) {
+            let line = jsonl_line(
+                method,
+                &path,
+                &query,
+                &[("x-h".into(), "1".into())],
+                &req_body,
+                status,
+                &resp_headers,
+                &resp_body,
+            );
+            both_ways(&line, &[])?;
+        }
+    }
+
+    /// The same on every fixture (Envoy taps, HAR, JSONL).
+    #[test]
+    fn direct_writer_equals_the_tree_writer_on_the_fixtures() {
+        let n = both_ways(
+            "",
+            &[
+                (
+                    "tests/fixtures/envoy/tap_1700000000000000001.json",
+                    InputFormat::EnvoyTap,
+                ),
+                (
+                    "tests/fixtures/envoy/tap_1700000000000000002.json",
+                    InputFormat::EnvoyTap,
+                ),
+                (
+                    "tests/fixtures/envoy/tap_1700000000000000005.json",
+                    InputFormat::EnvoyTap,
+                ),
+                (
+                    "tests/fixtures/envoy/admin_tap_stream.json",
+                    InputFormat::EnvoyTap,
+                ),
+                ("tests/fixtures/har/shop.har", InputFormat::Har),
+                ("tests/fixtures/jsonl/exchanges.jsonl", InputFormat::Jsonl),
+            ],
+        )
+        .expect("equal");
+        assert!(n > 30, "{n} mappings compared");
     }
 }
