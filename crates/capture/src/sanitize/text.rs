@@ -30,6 +30,7 @@ pub(crate) struct TextRules {
     email: Regex,
     keyed: Regex,
     pct40: memmem::Finder<'static>,
+    eyj: memmem::Finder<'static>,
     pub(crate) custom: Vec<CustomRule>,
 }
 
@@ -56,6 +57,7 @@ impl TextRules {
     pub(crate) fn new(custom: Vec<CustomRule>) -> Self {
         TextRules {
             pct40: memmem::Finder::new(b"%40").into_owned(),
+            eyj: memmem::Finder::new(b"eyJ").into_owned(),
             jwt: re(r"eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"),
             email: re(
                 r"[A-Za-z0-9._%+\-]+(?:@|%40)[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}",
@@ -107,11 +109,18 @@ impl TextRules {
             // Only the numeric rules could apply, and none can match.
             return None;
         }
-        self.apply_general(input, stats)
+        self.apply_with_class(input, g, stats)
     }
 
     /// Every rule, in order, behind the per-rule shape checks.
     pub(crate) fn apply_general(&self, input: &[u8], stats: &mut SanitizeStats) -> Option<Vec<u8>> {
+        self.apply_with_class(input, classify(input), stats)
+    }
+
+    /// [`Self::apply_general`] for a string with these [`classify`] bits: the bits already
+    /// say which of the JWT, email and keyed rules need a closer look, so one pass over the
+    /// bytes is left for the numeric rules' shape.
+    fn apply_with_class(&self, input: &[u8], g: u8, stats: &mut SanitizeStats) -> Option<Vec<u8>> {
         let mut cur: Cow<[u8]> = Cow::Borrowed(input);
         let mut changed = false;
         macro_rules! step {
@@ -122,11 +131,12 @@ impl TextRules {
                 }
             };
         }
-        let shape = Shape::of(input);
-        if shape.jwt_start {
+        if g & G_JWT != 0 && self.eyj.find(input).is_some() {
             step!(|t: &[u8], s: &mut SanitizeStats| self.jwt_rule(t, s));
         }
-        if shape.at || (shape.percent && self.pct40.find(input).is_some()) {
+        if g & G_AT != 0
+            && (memchr::memchr(b'@', input).is_some() || self.pct40.find(input).is_some())
+        {
             step!(|t: &[u8], s: &mut SanitizeStats| self.email_rule(t, s));
         }
         for rule in &self.custom {
@@ -138,14 +148,14 @@ impl TextRules {
             );
         }
         // The keyed rule needs a `:` or `=` after the key word.
-        if shape.key_value && key_word_kind(&cur).is_some() {
+        if g & G_KV != 0 && key_word_kind(&cur).is_some() {
             step!(|t: &[u8], s: &mut SanitizeStats| self.keyed_rule(t, s));
         }
         // Replacements above only remove digits, so the shape still bounds what the numeric
         // rules can find; strings that cannot hold a document, phone or card skip them. Which
         // numeric rules run is decided on the text as it is before any of them (a marker's
         // letters never join a later numeric match).
-        if shape.may_hold_numbers() {
+        if (g & G_DIGIT != 0) && Shape::of(input).may_hold_numbers() {
             let before = &*cur;
             let hit = |f: Finder| f(before, 0).is_some();
             let hits = [
@@ -637,14 +647,11 @@ pub(crate) fn key_word_kind(t: &[u8]) -> Option<Kind> {
     secret.then_some(Kind::Secret)
 }
 
-/// What one pass over a string says about which rules could match in it. Each field is a
-/// necessary condition for its rules (a superset test), so skipping on it never misses.
+/// What one pass over a string says about whether the numeric rules could match in it.
+/// Each field is a necessary condition for its rules (a superset test), so skipping on it
+/// never misses.
 #[derive(Default)]
 struct Shape {
-    jwt_start: bool,
-    at: bool,
-    percent: bool,
-    key_value: bool,
     plus: bool,
     /// Most digits in a stretch where digits are at most two of ` .-/()+` apart (phones,
     /// formatted documents, grouped cards).
@@ -658,7 +665,7 @@ impl Shape {
     fn of(t: &[u8]) -> Shape {
         let mut s = Shape::default();
         let (mut d, mut dgap, mut a, mut agap) = (0u32, 0u32, 0u32, 0u32);
-        for (i, &b) in t.iter().enumerate() {
+        for &b in t {
             let digit = b.is_ascii_digit();
             if digit {
                 if dgap > 2 {
@@ -669,6 +676,7 @@ impl Shape {
                 s.dense_digits = s.dense_digits.max(d);
             } else if matches!(b, b' ' | b'.' | b'-' | b'/' | b'(' | b')' | b'+') {
                 dgap += 1;
+                s.plus |= b == b'+';
             } else {
                 d = 0;
                 dgap = 0;
@@ -685,16 +693,6 @@ impl Shape {
             } else {
                 a = 0;
                 agap = 0;
-            }
-            match b {
-                b'@' => s.at = true,
-                b'%' => s.percent = true,
-                b':' | b'=' => s.key_value = true,
-                b'+' => s.plus = true,
-                b'e' if t.get(i + 1) == Some(&b'y') && t.get(i + 2) == Some(&b'J') => {
-                    s.jwt_start = true;
-                }
-                _ => {}
             }
         }
         s
