@@ -266,6 +266,10 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
 
     /// One value. With `emit` false the value is only validated (it is inside a range that
     /// is being replaced as a whole), so nothing inside it may be edited.
+    ///
+    /// Inlined into the member and element loops: only containers cost a call (most values
+    /// are strings and numbers, and a call's set-up was a good part of their cost).
+    #[inline(always)]
     fn value(&mut self, emit: bool, depth: usize) -> Step {
         match self.peek().ok_or(())? {
             b'{' => self.object(emit, depth + 1),
@@ -314,6 +318,7 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
         }
     }
 
+    #[inline(never)]
     fn object(&mut self, emit: bool, depth: usize) -> Step {
         if depth > MAX_DEPTH {
             return Err(());
@@ -392,6 +397,7 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
         }
     }
 
+    #[inline(never)]
     fn array(&mut self, emit: bool, depth: usize) -> Step {
         if depth > MAX_DEPTH {
             return Err(());
