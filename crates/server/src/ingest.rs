@@ -183,12 +183,14 @@ async fn run(db: Db, mut urgent: mpsc::Receiver<Job>, mut bulk: mpsc::Receiver<J
             }
         };
         let took = started.elapsed();
+        let waited_ms = outcome.as_ref().map_or(0, |w| w.as_millis() as u64);
         metrics::histogram!("apm_ingest_batch_seconds").record(took.as_secs_f64());
         metrics::counter!("apm_ingest_jobs_total").increment(jobs.len() as u64);
         if took > std::time::Duration::from_secs(5) {
             tracing::warn!(
                 jobs = jobs.len(),
                 took_ms = took.as_millis() as u64,
+                waited_ms,
                 "a batch of agent writes took long (database saturated?)"
             );
         } else {
@@ -199,10 +201,11 @@ async fn run(db: Db, mut urgent: mpsc::Receiver<Job>, mut bulk: mpsc::Receiver<J
                     .filter(|j| matches!(j.work, Work::Stats(_)))
                     .count(),
                 took_ms = took.as_millis() as u64,
+                waited_ms,
                 "agent writes stored"
             );
         }
-        let outcome = outcome.map_err(|e| match e {
+        let outcome = outcome.map(|_| ()).map_err(|e| match e {
             apm_store::StoreError::Db(
                 apm_store::SqlxError::PoolTimedOut
                 | apm_store::SqlxError::PoolClosed
@@ -265,9 +268,13 @@ fn plan(jobs: &[Job]) -> Plan {
     p
 }
 
-async fn write_batch(db: &Db, jobs: &[Job]) -> Result<(), apm_store::StoreError> {
+/// Writes a batch in one transaction; returns how long it waited for the (SQLite) write lock,
+/// which the roll-up and admin writes also take.
+async fn write_batch(db: &Db, jobs: &[Job]) -> Result<std::time::Duration, apm_store::StoreError> {
     let p = plan(jobs);
+    let asked = std::time::Instant::now();
     let mut tx = db.begin_write().await?;
+    let waited = asked.elapsed();
     if !p.pushes.is_empty() {
         apm_store::telemetry::insert_pushes(&mut tx, &p.pushes).await?;
     }
@@ -281,7 +288,7 @@ async fn write_batch(db: &Db, jobs: &[Job]) -> Result<(), apm_store::StoreError>
         apm_store::proxies::record_contacts(&mut tx, &p.contacts, earliest).await?;
     }
     tx.commit().await?;
-    Ok(())
+    Ok(waited)
 }
 
 /// Contact times of syncs and metric pushes, written together every [`CONTACT_FLUSH`]: a

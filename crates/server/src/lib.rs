@@ -280,6 +280,7 @@ async fn roll_up_stats(state: AppState) {
                 metrics::gauge!("apm_stats_rollup_last_run_seconds").set(took.as_secs_f64());
                 if n > 0 {
                     tracing::debug!(
+                        target: "apm_server::rollup",
                         pushes = n,
                         took_ms = took.as_millis() as u64,
                         "rolled up metric pushes"
