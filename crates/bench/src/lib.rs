@@ -652,6 +652,9 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
     let rolled_up_pushes =
         admin::sample(&server_metrics, "apm_stats_pushes_rolled_up_total").map(|f| f as u64);
     let rollup_last_run_secs = admin::sample(&server_metrics, "apm_stats_rollup_last_run_seconds");
+    let rollup_busy_secs =
+        admin::sample(&server_metrics, "apm_stats_rollup_busy_microseconds_total")
+            .map(|us| us / 1e6);
     let end_usage = proc_usage(server.proc.pid()).unwrap_or_default();
     let db_cpu = pg.as_ref().map(Postgres::cpu_secs);
     let mut server = server;
@@ -662,7 +665,11 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
             work.path().join("data").join("apm.db").display()
         )
     });
-    let (rows_in_database, pending_rollup_in_database) = count_rows(&db_url).await.unzip();
+    let (rows_in_database, pending_rollup_in_database, pending_closed_buckets_in_database) =
+        match count_rows(&db_url).await {
+            Some((all, pending, closed)) => (Some(all), Some(pending), Some(closed)),
+            None => (None, None, None),
+        };
     drop(pg);
 
     for e in &admin.retried {
@@ -694,8 +701,10 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
             window_secs,
             rows_in_database,
             pending_rollup_in_database,
+            pending_closed_buckets_in_database,
             rolled_up_pushes,
             rollup_last_run_secs,
+            rollup_busy_secs,
             keeping_up_ratio: if offered > 0.0 {
                 ingested / offered
             } else {
@@ -747,19 +756,29 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
     Ok(result)
 }
 
-/// Pushes stored, and those not rolled up yet, read from the database after the run.
-async fn count_rows(url: &str) -> Option<(u64, u64)> {
+/// Pushes stored, those not rolled up yet, and of those the ones in 5-minute buckets that had
+/// closed (the server folds a large fleet's current bucket only once it closes), read from the
+/// database after the run.
+async fn count_rows(url: &str) -> Option<(u64, u64, u64)> {
     sqlx::any::install_default_drivers();
     let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url)
         .await
         .ok()?;
-    let (all, pending): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN rolled = 0 THEN 1 ELSE 0 END), 0) FROM stats_push",
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as i64;
+    let open_bucket = now - now.rem_euclid(5 * 60 * 1000);
+    let (all, pending, closed): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN rolled = 0 THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN rolled = 0 AND ts < $1 THEN 1 ELSE 0 END), 0)
+         FROM stats_push",
     )
+    .bind(open_bucket)
     .fetch_one(&mut conn)
     .await
     .ok()?;
-    Some((all as u64, pending as u64))
+    Some((all as u64, pending as u64, closed as u64))
 }
 
 /// Writes `result.json`, `result.md` and `propagation.svg`.

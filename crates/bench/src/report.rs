@@ -117,8 +117,14 @@ pub struct StatsResult {
     /// Of those, pushes not yet folded into the rollups when the server stopped (at most
     /// about one roll-up interval of pushes when the roll-up keeps up).
     pub pending_rollup_in_database: Option<u64>,
+    /// Of the pending pushes, those in 5-minute buckets that had closed by the end of the run
+    /// (the current bucket of a large fleet is folded once it closes, by design).
+    pub pending_closed_buckets_in_database: Option<u64>,
     /// Pushes the server's roll-up had folded into rollups by the end of the run.
     pub rolled_up_pushes: Option<u64>,
+    /// Seconds the server spent folding (its pauses between chunks excluded);
+    /// `rolled_up_pushes / rollup_busy_secs` is the roll-up's capacity in pushes per second.
+    pub rollup_busy_secs: Option<f64>,
     /// Duration of the server's last roll-up run, seconds (keeping up: well under the
     /// roll-up interval).
     pub rollup_last_run_secs: Option<f64>,
@@ -314,6 +320,20 @@ pub fn markdown(r: &FleetResult) -> String {
             r.stats
                 .rollup_last_run_secs
                 .map_or("?".into(), |t| format!("{t:.2} s")),
+        ),
+    );
+    row(
+        &mut s,
+        "stats: roll-up capacity (pushes folded per second of folding) / pending in closed buckets",
+        format!(
+            "{} / {}",
+            match (r.stats.rolled_up_pushes, r.stats.rollup_busy_secs) {
+                (Some(n), Some(t)) if t > 0.0 => format!("{:.0}/s ({n} in {t:.1} s)", n as f64 / t),
+                _ => "?".into(),
+            },
+            r.stats
+                .pending_closed_buckets_in_database
+                .map_or("?".into(), |n| n.to_string()),
         ),
     );
     row(

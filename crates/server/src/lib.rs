@@ -256,6 +256,10 @@ async fn roll_up_until(
         tx.commit().await?;
         total += n;
         metrics::counter!("apm_stats_pushes_rolled_up_total").increment(n as u64);
+        // Time spent folding (pauses excluded): pushes rolled up per second of it is the
+        // roll-up's capacity, to compare with the fleet's push rate.
+        metrics::counter!("apm_stats_rollup_busy_microseconds_total")
+            .increment(started.elapsed().as_micros() as u64);
         if n < apm_store::telemetry::ROLLUP_CHUNK {
             return Ok(total);
         }
