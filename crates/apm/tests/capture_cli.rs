@@ -423,3 +423,57 @@ fn record_https_target_trusted_through_target_ca_then_serve() {
         assert_eq!(serde_json::from_str::<serde_json::Value>(&b).unwrap(), want);
     }
 }
+
+/// The tokio worker threads of a running process (named `tokio-rt-worker`; older tokio
+/// releases named them `tokio-runtime-worker`, which the kernel cuts to 15 bytes).
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| matches!(comm.trim_end(), "tokio-rt-worker" | "tokio-runtime-w"))
+        .count()
+}
+
+#[test]
+fn mock_serve_runs_the_requested_worker_threads() {
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(APM)
+        .args(["capture", "ingest", "--from", "har", "--out"])
+        .arg(out.path())
+        .arg(fixtures().join("har/shop.har"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // 1 (the brief's setting for a pinned server) and 5 (more than the CPUs of a small
+    // machine, so a default runtime could not be taken for it).
+    for workers in [1usize, 5] {
+        let (serve, url) = start(&[
+            "mock",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--duration",
+            "60s",
+            "--workers",
+            &workers.to_string(),
+            "--mappings",
+            out.path().to_str().unwrap(),
+        ]);
+        assert_eq!(
+            get(&format!("{url}/logo.png")).0,
+            200,
+            "--workers {workers}"
+        );
+        assert_eq!(get(&format!("{url}/nope")).0, 404);
+        assert_eq!(worker_threads(serve.0.id()), workers, "--workers {workers}");
+        drop(serve);
+    }
+    // Zero workers is refused before anything starts, naming the flag.
+    let o = Command::new(APM)
+        .args(["mock", "serve", "--listen", "127.0.0.1:0", "--workers", "0"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--workers"), "{err}");
+}
