@@ -34,6 +34,13 @@ fn key_slot(name: &[u8]) -> usize {
 /// Strings up to this many bytes are scanned byte by byte (see `Walker::string_token_general`).
 const SHORT: usize = 12;
 
+/// Whether a plain JSON integer (digits, no leading zero unless it is `0`) fits in a u64:
+/// what `parse::<u64>().is_ok()` says, without the arithmetic.
+fn fits_u64(digits: &[u8]) -> bool {
+    const MAX: &[u8] = b"18446744073709551615";
+    digits.len() < MAX.len() || (digits.len() == MAX.len() && digits <= MAX)
+}
+
 /// Which of sixteen bytes are a quote or backslash (`0xff` lanes of the first value), and
 /// which could matter to `text::classify` (second value): control characters, `0`–`@`
 /// (digits, `:`, `=`, `@` and a few harmless neighbours), `%` and `J`. Written lane by lane
@@ -297,7 +304,7 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
                 let (start, end, plain) = self.number()?;
                 if emit && plain && end - start >= 11 {
                     let digits = &self.text[start..end];
-                    if digits.parse::<u64>().is_ok()
+                    if fits_u64(digits.as_bytes())
                         && let Some(new) = self.r.integer(digits)
                     {
                         self.replace_with_string(start, end, &new);
@@ -428,7 +435,7 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
     /// A string token starting at `pos` (a quote): its byte range including the quotes and,
     /// when it holds no escapes, the `text::classify` bits of its bytes (`None`: escaped).
     /// Raw control characters are refused, as serde_json does.
-    #[inline]
+    #[inline(always)]
     fn string_token(&mut self) -> Result<(usize, usize, Option<u8>), ()> {
         let start = self.pos;
         let input = self.input;
@@ -1081,6 +1088,22 @@ mod tests {
             if chunked.is_ok() {
                 prop_assert_eq!(chunked_pos, w.pos);
             }
+        }
+    }
+
+    proptest! {
+        /// The length-and-compare test equals parsing, on plain integers around u64::MAX.
+        #[test]
+        fn fits_u64_equals_parse(
+            n in prop_oneof![
+                any::<u64>().prop_map(|n| n.to_string()),
+                "[1-9][0-9]{17,21}",
+                Just("18446744073709551615".to_string()),
+                Just("18446744073709551616".to_string()),
+                Just("0".to_string()),
+            ]
+        ) {
+            prop_assert_eq!(fits_u64(n.as_bytes()), n.parse::<u64>().is_ok(), "{}", n);
         }
     }
 }
