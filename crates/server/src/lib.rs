@@ -224,16 +224,38 @@ pub const ROLLUP_OPEN_BUCKET_LIMIT: i64 = 20_000;
 /// of the time while a large backlog is folded; returns the pushes taken. Each push is claimed
 /// by exactly one caller, so replicas (and tests) may run it at the same time.
 pub async fn roll_up_stats_now(db: &apm_store::Db) -> Result<usize, apm_store::StoreError> {
+    roll_up_stats_yielding(db, None).await
+}
+
+/// How long the roll-up holds back after agents were woken to fetch a change: delivering a new
+/// version to 100,000 agents takes a few seconds of both cores and a burst of ACK writes, and
+/// folding statistics meanwhile only delays it.
+pub const ROLLUP_HOLD_AFTER_WAKE: Duration = Duration::from_secs(15);
+
+/// How long to wait before the next roll-up chunk, given when agents were last woken.
+fn rollup_hold(last_wake: Option<std::time::Instant>, now: std::time::Instant) -> Option<Duration> {
+    let since = now.checked_duration_since(last_wake?)?;
+    ROLLUP_HOLD_AFTER_WAKE
+        .checked_sub(since)
+        .filter(|d| !d.is_zero())
+}
+
+/// [`roll_up_stats_now`], holding back before each chunk while agents fetch a change the hub
+/// woke them for.
+async fn roll_up_stats_yielding(
+    db: &apm_store::Db,
+    hub: Option<&sync::SyncHub>,
+) -> Result<usize, apm_store::StoreError> {
     let now = apm_store::now_ms();
     let open = now - now.rem_euclid(apm_store::telemetry::ROLLUP_MS);
-    let mut total = roll_up_until(db, Some(open)).await?;
+    let mut total = roll_up_until(db, Some(open), hub).await?;
     let open_pending = {
         let mut conn = db.pool().acquire().await?;
         apm_store::telemetry::pending_pushes_from(&mut conn, open, ROLLUP_OPEN_BUCKET_LIMIT + 1)
             .await?
     };
     if open_pending <= ROLLUP_OPEN_BUCKET_LIMIT {
-        total += roll_up_until(db, None).await?;
+        total += roll_up_until(db, None, hub).await?;
     }
     Ok(total)
 }
@@ -242,9 +264,15 @@ pub async fn roll_up_stats_now(db: &apm_store::Db) -> Result<usize, apm_store::S
 async fn roll_up_until(
     db: &apm_store::Db,
     before: Option<i64>,
+    hub: Option<&sync::SyncHub>,
 ) -> Result<usize, apm_store::StoreError> {
     let mut total = 0;
     loop {
+        while let Some(wait) =
+            hub.and_then(|h| rollup_hold(h.last_wake(), std::time::Instant::now()))
+        {
+            tokio::time::sleep(wait).await;
+        }
         let started = std::time::Instant::now();
         let mut tx = db.begin_write().await?;
         let n = apm_store::telemetry::roll_up_pending(
@@ -278,7 +306,7 @@ async fn roll_up_stats(state: AppState) {
     loop {
         tokio::time::sleep(period).await;
         let started = std::time::Instant::now();
-        match roll_up_stats_now(&state.db).await {
+        match roll_up_stats_yielding(&state.db, Some(&state.hub)).await {
             Ok(n) => {
                 let took = started.elapsed();
                 metrics::gauge!("apm_stats_rollup_last_run_seconds").set(took.as_secs_f64());
@@ -459,5 +487,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_roll_up_holds_back_only_right_after_a_wake() {
+        let now = std::time::Instant::now();
+        assert_eq!(rollup_hold(None, now), None, "never woken");
+        let woke = now - Duration::from_secs(5);
+        assert_eq!(rollup_hold(Some(woke), now), Some(Duration::from_secs(10)));
+        let long_ago = now - ROLLUP_HOLD_AFTER_WAKE;
+        assert_eq!(rollup_hold(Some(long_ago), now), None, "the hold is over");
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            rollup_hold(Some(later), now),
+            None,
+            "a wake after `now` (another thread) does not hold forever"
+        );
     }
 }

@@ -39,6 +39,8 @@ pub struct SyncHub {
     desired: DesiredCache,
     /// Database generations this replica produced (see [`replica_poller`]).
     local: std::sync::Mutex<LocalGenerations>,
+    /// When waiters were last woken (see [`SyncHub::last_wake`]).
+    last_wake: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// Generation counters carried by the hub's channel.
@@ -65,11 +67,24 @@ impl SyncHub {
             waiting: AtomicI64::new(0),
             desired: DesiredCache::default(),
             local: std::sync::Mutex::new(LocalGenerations::default()),
+            last_wake: std::sync::Mutex::new(None),
         }
+    }
+
+    fn woke_now(&self) {
+        *self.last_wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// When waiting agents were last woken (a change to deliver), if ever: background work
+    /// that competes for the CPU and the database (the metric roll-up) holds back for a while
+    /// after it, so a new version reaches a large fleet first.
+    pub fn last_wake(&self) -> Option<std::time::Instant> {
+        *self.last_wake.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Something changed: every waiting request re-evaluates from the database.
     pub fn notify(&self) {
+        self.woke_now();
         self.tx.send_modify(|w| {
             w.any = w.any.wrapping_add(1);
             w.proxies = w.proxies.wrapping_add(1);
@@ -80,6 +95,7 @@ impl SyncHub {
     /// version — one database read per config, shared by all its waiters — and keep their
     /// proxy row.
     pub fn notify_configs(&self) {
+        self.woke_now();
         self.tx.send_modify(|w| w.any = w.any.wrapping_add(1));
     }
 

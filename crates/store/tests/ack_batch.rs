@@ -163,9 +163,13 @@ async fn config_counts_and_refs(pg: bool) {
             .expect("count"),
         10
     );
-    let refs = apm_store::proxies::list_proxy_refs_of_config(&mut conn, &cfg.id)
+    let refs = apm_store::proxies::list_proxy_refs_of_config(&mut conn, &cfg.id, 1000)
         .await
         .expect("refs");
+    let first = apm_store::proxies::list_proxy_refs_of_config(&mut conn, &cfg.id, 3)
+        .await
+        .expect("refs");
+    assert_eq!(first, refs[..3], "the limit keeps the first by hostname");
     let full = apm_store::proxies::list_proxies_of_config(&mut conn, &cfg.id)
         .await
         .expect("full");

@@ -1042,6 +1042,7 @@ mod tests {
             working: None,
             active: None,
             proxies: Vec::new(),
+            proxies_truncated: false,
             proxies_unavailable: None,
         }
     }
