@@ -339,7 +339,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #![proptest_config(ProptestConfig::with_cases(1500))]
 
         /// Every finder finds exactly the regex's matches (same ranges, same order, from
         /// every start), on text built from phone, document and digit-run pieces, broken
