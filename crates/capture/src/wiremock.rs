@@ -148,29 +148,38 @@ impl Pretty {
         indent(&mut self.out, self.depth);
     }
 
-    /// Starts an object member.
+    /// Starts an object member named by data (escaped as needed).
     fn key(&mut self, k: &str) {
         self.item();
         write_str(&mut self.out, k);
         self.out.extend_from_slice(b": ");
     }
 
-    fn str(&mut self, k: &str, v: &str) {
-        self.key(k);
+    /// Starts an object member with one of our own names (plain ASCII: nothing to escape).
+    fn lit(&mut self, k: &'static str) {
+        debug_assert!(!needs_escape(k.as_bytes()));
+        self.item();
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\": ");
+    }
+
+    fn str(&mut self, k: &'static str, v: &str) {
+        self.lit(k);
         write_str(&mut self.out, v);
     }
 
-    fn raw(&mut self, k: &str, v: &[u8]) {
-        self.key(k);
+    fn raw(&mut self, k: &'static str, v: &[u8]) {
+        self.lit(k);
         self.out.extend_from_slice(v);
     }
 
-    fn bool(&mut self, k: &str, v: bool) {
+    fn bool(&mut self, k: &'static str, v: bool) {
         self.raw(k, if v { &b"true"[..] } else { &b"false"[..] });
     }
 
     /// `{"<k>": "<v>"}` as an element or member value.
-    fn one(&mut self, k: &str, v: &str) {
+    fn one(&mut self, k: &'static str, v: &str) {
         self.open(b'{');
         self.str(k, v);
         self.close(b'}');
@@ -198,22 +207,22 @@ pub fn mapping(
     // Every object's members below are in sorted order.
     w.open(b'{');
     w.str("id", &id);
-    w.key("metadata");
+    w.lit("metadata");
     w.open(b'{');
-    w.key("apm");
+    w.lit("apm");
     metadata(&mut w, ex, key, fallback_time);
     w.close(b'}');
-    w.key("name");
+    w.lit("name");
     write_str_pair(&mut w.out, ex.method(), ex.path());
     if let Some(next) = scenario.and_then(|sc| sc.new_state.as_deref()) {
         w.str("newScenarioState", next);
     }
-    w.key("request");
+    w.lit("request");
     request(&mut w, ex);
     if let Some(sc) = scenario {
         w.str("requiredScenarioState", &sc.required_state);
     }
-    w.key("response");
+    w.lit("response");
     response(&mut w, ex);
     if let Some(sc) = scenario {
         w.str("scenarioName", &sc.name);
@@ -270,7 +279,7 @@ fn metadata(
             w.bool(truncated_name, true);
         }
     }
-    w.key("source");
+    w.lit("source");
     w.open(b'{');
     w.str("format", ex.source().format.as_str());
     w.str("file", &ex.source().file);
@@ -283,7 +292,7 @@ fn request(w: &mut Pretty, ex: &SanitizedExchange) {
     w.open(b'{');
     let body = ex.request_body();
     if !body.truncated && !body.is_empty() {
-        w.key("bodyPatterns");
+        w.lit("bodyPatterns");
         w.open(b'[');
         w.item();
         body_pattern(w, body);
@@ -292,7 +301,7 @@ fn request(w: &mut Pretty, ex: &SanitizedExchange) {
     w.str("method", ex.method());
     let query = ex.query();
     if !query.is_empty() {
-        w.key("queryParameters");
+        w.lit("queryParameters");
         w.open(b'{');
         for (i, (name, _)) in query.iter().enumerate() {
             // Each name once, where it first appears, with all its values.
@@ -304,7 +313,7 @@ fn request(w: &mut Pretty, ex: &SanitizedExchange) {
             let first = values.next().map_or("", |(_, v)| v.as_str());
             if query[i + 1..].iter().any(|(k, _)| k == name) {
                 w.open(b'{');
-                w.key("hasExactly");
+                w.lit("hasExactly");
                 w.open(b'[');
                 w.item();
                 value_matcher(w, first);
@@ -347,7 +356,7 @@ fn response(w: &mut Pretty, ex: &SanitizedExchange) {
     if let BodyContent::Json(j) = content {
         w.raw("jsonBody", j.as_bytes());
     }
-    w.key("status");
+    w.lit("status");
     // Writing into a Vec cannot fail.
     let _ = write!(w.out, "{}", ex.status());
     w.close(b'}');
@@ -527,7 +536,7 @@ fn response_headers(w: &mut Pretty, ex: &SanitizedExchange) {
         return;
     }
     names.sort_by(|a, b| a.0.cmp(b.0));
-    w.key("headers");
+    w.lit("headers");
     w.open(b'{');
     for (name, first) in names {
         w.key(name);
