@@ -232,6 +232,9 @@ pub async fn roll_up_stats_now(db: &apm_store::Db) -> Result<usize, apm_store::S
 /// folding statistics meanwhile only delays it.
 pub const ROLLUP_HOLD_AFTER_WAKE: Duration = Duration::from_secs(15);
 
+/// Longest a roll-up run holds back in all, however often agents are woken.
+pub const ROLLUP_MAX_HOLD: Duration = Duration::from_secs(60);
+
 /// How long to wait before the next roll-up chunk, given when agents were last woken.
 fn rollup_hold(last_wake: Option<std::time::Instant>, now: std::time::Instant) -> Option<Duration> {
     let since = now.checked_duration_since(last_wake?)?;
@@ -267,11 +270,19 @@ async fn roll_up_until(
     hub: Option<&sync::SyncHub>,
 ) -> Result<usize, apm_store::StoreError> {
     let mut total = 0;
+    // Changes made one after another (or another replica's, which its poller passes on) must
+    // not hold the roll-up off for good.
+    let mut held = Duration::ZERO;
     loop {
-        while let Some(wait) =
-            hub.and_then(|h| rollup_hold(h.last_wake(), std::time::Instant::now()))
-        {
+        while held < ROLLUP_MAX_HOLD {
+            let Some(wait) =
+                hub.and_then(|h| rollup_hold(h.last_wake(), std::time::Instant::now()))
+            else {
+                break;
+            };
+            let wait = wait.min(ROLLUP_MAX_HOLD - held);
             tokio::time::sleep(wait).await;
+            held += wait;
         }
         let started = std::time::Instant::now();
         let mut tx = db.begin_write().await?;
