@@ -146,24 +146,13 @@ mod tests {
     use super::*;
 
     fn row(id: &str) -> Arc<ProxyRow> {
-        Arc::new(ProxyRow {
-            id: id.into(),
-            hostname: format!("host-{id}"),
-            credential_hash: "h".into(),
-            enrolled_at: 0,
-            enrollment_token_id: None,
-            revoked_at: None,
-            config_id: None,
-            ats_version: None,
-            os: None,
-            arch: None,
-            applied_hash: None,
-            last_error: None,
-            last_error_hash: None,
-            last_ack_at: None,
-            last_seen_at: None,
-            capture_until: None,
-        })
+        Arc::new(ProxyRow::enrolled(
+            id.into(),
+            format!("host-{id}"),
+            "h".into(),
+            0,
+            None,
+        ))
     }
 
     #[test]

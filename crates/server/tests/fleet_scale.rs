@@ -181,24 +181,13 @@ async fn a_configs_answer_lists_at_most_a_thousand_proxies(db: Db) {
     let mut ids = Vec::new();
     let mut tx = s.server.state.db.begin_write().await.expect("tx");
     for i in 0..1005 {
-        let p = apm_store::proxies::ProxyRow {
-            id: apm_store::new_id(),
-            hostname: format!("edge-{i:04}"),
-            credential_hash: format!("hash-{i}"),
-            enrolled_at: 0,
-            enrollment_token_id: None,
-            revoked_at: None,
-            config_id: None,
-            ats_version: None,
-            os: None,
-            arch: None,
-            applied_hash: None,
-            last_error: None,
-            last_error_hash: None,
-            last_ack_at: None,
-            last_seen_at: None,
-            capture_until: None,
-        };
+        let p = apm_store::proxies::ProxyRow::enrolled(
+            apm_store::new_id(),
+            format!("edge-{i:04}"),
+            format!("hash-{i}"),
+            0,
+            None,
+        );
         apm_store::proxies::insert_proxy(&mut tx, &p)
             .await
             .expect("proxy");

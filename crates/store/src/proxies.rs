@@ -148,6 +148,36 @@ pub struct ProxyRow {
     pub capture_until: Option<i64>,
 }
 
+impl ProxyRow {
+    /// A freshly enrolled proxy: its identity and credential, nothing reported or assigned yet.
+    pub fn enrolled(
+        id: String,
+        hostname: String,
+        credential_hash: String,
+        enrolled_at: i64,
+        enrollment_token_id: Option<String>,
+    ) -> ProxyRow {
+        ProxyRow {
+            id,
+            hostname,
+            credential_hash,
+            enrolled_at,
+            enrollment_token_id,
+            revoked_at: None,
+            config_id: None,
+            ats_version: None,
+            os: None,
+            arch: None,
+            applied_hash: None,
+            last_error: None,
+            last_error_hash: None,
+            last_ack_at: None,
+            last_seen_at: None,
+            capture_until: None,
+        }
+    }
+}
+
 /// Inserts a proxy (first enrollment of a hostname).
 pub async fn insert_proxy(conn: &mut AnyConnection, p: &ProxyRow) -> Result<()> {
     sqlx::query(

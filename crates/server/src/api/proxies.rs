@@ -267,24 +267,13 @@ async fn enroll(
             (p.id, "agent.reenroll")
         }
         None => {
-            let p = ProxyRow {
-                id: new_id(),
-                hostname: body.hostname.clone(),
+            let p = ProxyRow::enrolled(
+                new_id(),
+                body.hostname.clone(),
                 credential_hash,
-                enrolled_at: now,
-                enrollment_token_id: Some(token.id.clone()),
-                revoked_at: None,
-                config_id: None,
-                ats_version: None,
-                os: None,
-                arch: None,
-                applied_hash: None,
-                last_error: None,
-                last_error_hash: None,
-                last_ack_at: None,
-                last_seen_at: None,
-                capture_until: None,
-            };
+                now,
+                Some(token.id.clone()),
+            );
             apm_store::proxies::insert_proxy(&mut tx, &p).await?;
             (p.id, "agent.enroll")
         }

@@ -35,22 +35,11 @@ pub async fn connect(postgres: bool, dir: &std::path::Path, name: &str) -> Db {
 
 /// A proxy row with a credential of its own and nothing else set.
 pub fn proxy_row(hostname: &str) -> ProxyRow {
-    ProxyRow {
-        id: new_id(),
-        hostname: hostname.into(),
-        credential_hash: format!("cred-{hostname}"),
-        enrolled_at: 0,
-        enrollment_token_id: None,
-        revoked_at: None,
-        config_id: None,
-        ats_version: None,
-        os: None,
-        arch: None,
-        applied_hash: None,
-        last_error: None,
-        last_error_hash: None,
-        last_ack_at: None,
-        last_seen_at: None,
-        capture_until: None,
-    }
+    ProxyRow::enrolled(
+        new_id(),
+        hostname.into(),
+        format!("cred-{hostname}"),
+        0,
+        None,
+    )
 }
