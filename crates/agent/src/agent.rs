@@ -584,10 +584,8 @@ impl Agent {
                 {
                     Ok(prepared) => {
                         // Persist first: whatever happens next, a restart can restore.
-                        self.update(|s| s.capture = Some(prepared)).await;
-                        if let Err(e) = self.capturer.raise().await {
-                            warn!(error = %e, "log capture: could not raise debug logging");
-                        }
+                        self.update(|s| s.capture = Some(prepared.clone())).await;
+                        self.raise_capture(prepared).await;
                         true
                     }
                     Err(e) => {
@@ -606,8 +604,47 @@ impl Agent {
         if open.until_ms <= now_ms() {
             info!("log capture window ended while the agent was down; restoring debug settings");
             self.close_capture(&open).await;
-        } else if let Err(e) = self.capturer.raise().await {
-            warn!(error = %e, "log capture: could not raise debug logging again");
+        } else {
+            self.raise_capture(open).await;
+        }
+    }
+
+    /// Raises debug logging for the persisted window `open` (again, after a restart) and
+    /// records where ATS's confirmation is looked for; the capture loop then wakes
+    /// traffic_manager until traffic_server confirms (see [`Capturer::check_raised`]).
+    async fn raise_capture(&self, mut open: crate::state::CaptureState) {
+        match self.capturer.raise(&mut open).await {
+            Ok(()) => {
+                self.update(|s| {
+                    if let Some(c) = s.capture.as_mut()
+                        && c.id == open.id
+                    {
+                        c.raised_offset = open.raised_offset;
+                        c.confirmed_ms = open.confirmed_ms;
+                    }
+                })
+                .await;
+            }
+            Err(e) => warn!(error = %e, "log capture: could not raise debug logging"),
+        }
+    }
+
+    /// While ATS has not confirmed the raised settings, checks diags.log and wakes
+    /// traffic_manager again.
+    async fn confirm_capture(&self, open: &crate::state::CaptureState) {
+        if open.confirmed_ms.is_some() || open.raised_offset.is_none() {
+            return;
+        }
+        let mut checked = open.clone();
+        if self.capturer.check_raised(&mut checked).await {
+            self.update(|s| {
+                if let Some(c) = s.capture.as_mut()
+                    && c.id == checked.id
+                {
+                    c.confirmed_ms = checked.confirmed_ms;
+                }
+            })
+            .await;
         }
     }
 
@@ -615,7 +652,13 @@ impl Agent {
         // Ship what is left before the window goes.
         self.ship_lines().await;
         match self.capturer.restore(open).await {
-            Ok(()) => {
+            Ok(confirmation) => {
+                if !confirmation.is_confirmed() {
+                    warn!(
+                        ?confirmation,
+                        "log capture: traffic_server has not confirmed the restored debug settings yet"
+                    );
+                }
                 let server_until = open.id.as_deref().and_then(|id| id.parse::<i64>().ok());
                 self.update(|s| {
                     s.capture = None;
@@ -680,6 +723,7 @@ impl Agent {
                 info!("log capture window over");
                 self.close_capture(&open).await;
             } else {
+                self.confirm_capture(&open).await;
                 self.ship_lines().await;
             }
         }

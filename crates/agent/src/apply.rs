@@ -40,6 +40,8 @@ use crate::validate::{self, InvalidBundle};
 const BACKUP: &str = "apply-backup.json";
 const JOURNAL: &str = "apply-journal.json";
 const STAGING: &str = ".apm-staging";
+/// Pause between two wake-ups of traffic_manager while a reload shows no line for a file.
+const WAKE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How an apply waits and what it may do.
 #[derive(Debug, Clone)]
@@ -375,6 +377,7 @@ impl Applier {
         let started = Instant::now();
         let mut loading_since: Option<Instant> = None;
         let mut last_nudge = Instant::now();
+        let mut last_wake = Instant::now();
         loop {
             let (diags, _) = self.logs.lines_since("diags.log", diags_offset);
             let (manager, _) = self.logs.lines_since("manager.log", manager_offset);
@@ -410,17 +413,29 @@ impl Applier {
                     }
                 }
             }
-            // ATS 9.2 sometimes sits on a reload for 20 s or more (seen right after start, and
-            // when records.config changed with other files). A new mtime plus another reload
-            // request wakes it; the contents are not touched.
-            let nothing_seen = assessment
+            let not_seen: Vec<&String> = assessment
                 .files
-                .values()
-                .all(|p| *p == confirm::FileProgress::NotSeen);
-            if nothing_seen && last_nudge.elapsed() >= self.settings.nudge_interval {
+                .iter()
+                .filter(|(_, p)| **p == confirm::FileProgress::NotSeen)
+                .map(|(f, _)| f)
+                .collect();
+            // traffic_manager hands the "file changed" record to traffic_server only when
+            // its process loop idles or another event wakes it; on a busy host that took
+            // 20 s to minutes (see TrafficCtl::wake_manager). Wake it until every file shows.
+            if !not_seen.is_empty() && last_wake.elapsed() >= WAKE_INTERVAL {
+                last_wake = Instant::now();
+                let _ = self.ctl.wake_manager().await;
+            }
+            // Should traffic_manager not have noticed a file at all, a new mtime plus another
+            // reload request makes it look again; the contents are not touched. Not while a
+            // file is loading: a reload into the 9.2 loader hang changes nothing.
+            if !not_seen.is_empty()
+                && !loading
+                && last_nudge.elapsed() >= self.settings.nudge_interval
+            {
                 last_nudge = Instant::now();
-                debug!(files = ?changed, "no reload progress yet; touching the files and asking again");
-                for name in changed {
+                debug!(files = ?not_seen, "no reload line yet; touching the files and asking again");
+                for name in &not_seen {
                     touch(&self.config_dir.join(name));
                 }
                 let _ = self.ctl.run(&["config", "reload"]).await;
@@ -459,7 +474,10 @@ impl Applier {
                     Ok(()) => "restored the previous files; the reload hung, so traffic_server was restarted".to_owned(),
                     Err(e) => format!("restored the previous files; the reload hung and the restart failed: {e}"),
                 },
-                Err(e) => format!("restored the previous files; their reload: {e}"),
+                // The files on disk are the old ones, but ATS may still run the failed set.
+                Err(e) => format!(
+                    "restored the previous files, but ATS did NOT confirm reloading them, so it may still run the failed files ({e})"
+                ),
             }
         };
         self.finish()?;

@@ -9,6 +9,9 @@ use tokio::process::Command;
 
 use crate::metrics::{failed_metric, parse_metric_output};
 
+/// Tag of the plugin message [`TrafficCtl::wake_manager`] sends (no plugin listens to it).
+pub const WAKE_TAG: &str = "apm-agent.wake";
+
 /// A `traffic_ctl` failure.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("traffic_ctl {args}: {reason}{}", detail(stdout, stderr))]
@@ -179,6 +182,22 @@ impl TrafficCtl {
     /// `config set NAME VALUE` (runtime only in 9.2).
     pub async fn config_set(&self, name: &str, value: &str) -> Result<(), CtlError> {
         self.run(&["config", "set", name, value]).await.map(|_| ())
+    }
+
+    /// Makes ATS 9's traffic_manager pass queued record changes (a `config set`, or the
+    /// "file changed" record behind a reload) on to traffic_server now.
+    ///
+    /// traffic_manager forwards those changes only when its loop over the traffic_server
+    /// socket has been idle for `proxy.config.lm.pserver_timeout_secs` (1 s), and
+    /// traffic_server pushes its stats every `proxy.config.remote_sync_interval_ms`; on a busy
+    /// host that loop may never go idle, and a change then waits for tens of seconds. Any
+    /// other management event ends the wait; a plugin lifecycle message is one that changes
+    /// nothing (a plugin reacts only to its own tag). ATS 10 has no traffic_manager; there the
+    /// message goes to traffic_server's plugins and is equally harmless. Callers ignore errors.
+    pub async fn wake_manager(&self) -> Result<(), CtlError> {
+        self.run(&["plugin", "msg", WAKE_TAG, "wake"])
+            .await
+            .map(|_| ())
     }
 
     /// The ATS version (`9.2.9`), from the running ATS.

@@ -83,6 +83,14 @@ pub struct CaptureState {
     pub previous_tags: String,
     /// Read offsets of the tailed files (name → byte offset).
     pub offsets: std::collections::BTreeMap<String, u64>,
+    /// Length of diags.log just before debug logging was (last) raised: ATS's confirmation
+    /// is looked for after it.
+    #[serde(default)]
+    pub raised_offset: Option<u64>,
+    /// When traffic_server confirmed the raised settings ("updated diags config" in
+    /// diags.log), epoch ms; `None` while it has not (debug lines cannot flow before).
+    #[serde(default)]
+    pub confirmed_ms: Option<i64>,
 }
 
 /// Everything in `state.json`.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use apm_agent::apply::{Applier, ApplyOutcome, ApplySettings, ValidBundle, materialize};
 use apm_agent::ats::{LogFiles, TrafficCtl};
-use apm_agent::capture::Capturer;
+use apm_agent::capture::{Capturer, Confirmation};
 use apm_agent::metrics::METRICS;
 use apm_agent::records::LocalRecords;
 use apm_agent::state::StateDir;
@@ -151,7 +151,12 @@ async fn apply_confirm_reject_recover_and_restart_required_on_real_ats() {
         panic!("expected Failed, got {outcome:?}\n{}", ats.log_tails(30));
     };
     assert!(detail.contains("ip_allow.yaml failed to load"), "{detail}");
-    assert!(detail.contains("restored the previous files"), "{detail}");
+    // Only once ATS confirmed loading the restored files may the agent report them live.
+    assert!(
+        detail.contains("restored the previous files; ATS reloaded them"),
+        "{detail}\n{}",
+        ats.log_tails(30)
+    );
     assert_disk_is(&ats, &rig, &b);
     assert_eq!(route(&ats, &url), (200, "p2".to_owned()));
 
@@ -167,6 +172,11 @@ async fn apply_confirm_reject_recover_and_restart_required_on_real_ats() {
         panic!("expected Failed, got {outcome:?}\n{}", ats.log_tails(30));
     };
     assert!(detail.contains("[ParentSelection]"), "{detail}");
+    assert!(
+        detail.contains("restored the previous files; ATS reloaded them"),
+        "{detail}\n{}",
+        ats.log_tails(30)
+    );
     assert_disk_is(&ats, &rig, &b);
     assert_eq!(route(&ats, &url), (200, "p2".to_owned()));
 
@@ -324,15 +334,26 @@ async fn metrics_and_a_log_capture_window_on_real_ats() {
         .await
         .expect("prepare");
     assert_eq!(window.previous_enabled, "0");
-    capturer.raise().await.expect("raise");
+    assert_eq!(window.confirmed_ms, None);
+    // traffic_manager says 1 at once; traffic_server takes it only when traffic_manager
+    // forwards it, which the capturer provokes and confirms from diags.log.
+    let raised = capturer
+        .raise_and_confirm(&mut window)
+        .await
+        .expect("raise");
+    eprintln!("debug logging raise: {raised:?}");
+    assert!(
+        matches!(raised, Confirmation::Confirmed(_)),
+        "{raised:?}\n{}",
+        ats.log_tails(30)
+    );
+    assert!(window.confirmed_ms.is_some(), "{window:?}");
     assert_eq!(
         ctl.config_get("proxy.config.diags.debug.enabled")
             .await
             .expect("get"),
         "1"
     );
-    // `config set` reaches traffic_server after 0.5-35 s on a loaded host (9.2 syncs records
-    // from traffic_manager on its own schedule).
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut shipped = Vec::new();
     while !shipped.iter().any(|l: &String| l.contains("DEBUG: <")) {
@@ -349,7 +370,13 @@ async fn metrics_and_a_log_capture_window_on_real_ats() {
             .iter()
             .all(|l| l.starts_with("diags.log: ") || l.starts_with("traffic.out: "))
     );
-    capturer.restore(&window).await.expect("restore");
+    let restored = capturer.restore(&window).await.expect("restore");
+    eprintln!("debug logging restore: {restored:?}");
+    assert!(
+        matches!(restored, Confirmation::Confirmed(_)),
+        "{restored:?}\n{}",
+        ats.log_tails(30)
+    );
     assert_eq!(
         ctl.config_get("proxy.config.diags.debug.enabled")
             .await
