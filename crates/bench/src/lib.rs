@@ -769,10 +769,15 @@ async fn count_rows(url: &str) -> Option<(u64, u64, u64)> {
         .ok()?
         .as_millis() as i64;
     let open_bucket = now - now.rem_euclid(5 * 60 * 1000);
+    // Not folded yet: pending (`rolled = 0`), or awaiting the roll-up's walk (`rolled = 2`)
+    // and not passed by its frontier (a bucket and a proxy id).
     let (all, pending, closed): (i64, i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN rolled = 0 THEN 1 ELSE 0 END), 0),
-                COALESCE(SUM(CASE WHEN rolled = 0 AND ts < $1 THEN 1 ELSE 0 END), 0)
-         FROM stats_push",
+        "SELECT COUNT(*), CAST(COALESCE(SUM(u), 0) AS BIGINT),
+                CAST(COALESCE(SUM(CASE WHEN ts < $1 THEN u ELSE 0 END), 0) AS BIGINT)
+         FROM (SELECT s.ts, CASE WHEN s.rolled = 0 OR (s.rolled = 2 AND (f.bucket IS NULL
+                        OR s.ts >= f.bucket + 300000
+                        OR (s.ts >= f.bucket AND s.proxy_id > f.after_proxy))) THEN 1 ELSE 0 END AS u
+               FROM stats_push s LEFT JOIN stats_fold_frontier f ON f.id = 1) p",
     )
     .bind(open_bucket)
     .fetch_one(&mut conn)

@@ -208,21 +208,22 @@ async fn housekeeping(state: AppState) {
     }
 }
 
-/// Pending pushes of the open (current) bucket a run still folds. Folded while their bucket is
-/// open, a proxy's pushes are folded a few at a time and each rollup row is rewritten at every
-/// run; folded once the bucket has closed, each row is written once for all of them (about ten
-/// times fewer writes for agents pushing every 30 s). Up to this many, the open bucket is
-/// folded too, so charts trail the pushes by at most the roll-up interval; a larger fleet
-/// (about 10,000 agents and up with the default settings) has its open bucket folded when it
-/// closes, so rollup-based charts trail by up to one bucket (5 minutes) plus the interval.
-pub const ROLLUP_OPEN_BUCKET_LIMIT: i64 = 20_000;
+/// Fleets up to this many proxies have the open (current) bucket folded at every run, so their
+/// charts trail the pushes by at most the roll-up interval. Folded while its bucket is open, a
+/// proxy's pushes are folded a few at a time and each rollup row is rewritten at every run;
+/// folded once the bucket has closed, each row is written once for all of them (about ten
+/// times fewer writes for agents pushing every 30 s). So a larger fleet has its open bucket
+/// folded when it closes, and its rollup-based charts trail by up to one bucket (5 minutes)
+/// plus the interval.
+pub const ROLLUP_OPEN_BUCKET_PROXIES: i64 = 10_000;
 
-/// Folds pending metric pushes into the 5-minute rollups now: every push of a closed bucket,
-/// and those of the open bucket unless there are more than [`ROLLUP_OPEN_BUCKET_LIMIT`]. Works
-/// in transactions of [`apm_store::telemetry::ROLLUP_CHUNK`] pushes, pausing after each for
-/// half as long as it took, so the agents' writes get the (SQLite) write lock at least a third
-/// of the time while a large backlog is folded; returns the pushes taken. Each push is claimed
-/// by exactly one caller, so replicas (and tests) may run it at the same time.
+/// Folds metric pushes into the 5-minute rollups now: every push of a closed bucket, and those
+/// of the open bucket when the fleet has at most [`ROLLUP_OPEN_BUCKET_PROXIES`] proxies. Works
+/// in steps of about [`apm_store::telemetry::ROLLUP_CHUNK`] pushes, one transaction each,
+/// pausing after each for half as long as it took, so the agents' writes get the (SQLite) write
+/// lock at least a third of the time while a large backlog is folded; returns the pushes
+/// folded. Each push is folded exactly once, so replicas (and tests) may run it at the same
+/// time.
 pub async fn roll_up_stats_now(db: &apm_store::Db) -> Result<usize, apm_store::StoreError> {
     roll_up_stats_yielding(db, None).await
 }
@@ -243,32 +244,18 @@ fn rollup_hold(last_wake: Option<std::time::Instant>, now: std::time::Instant) -
         .filter(|d| !d.is_zero())
 }
 
-/// [`roll_up_stats_now`], holding back before each chunk while agents fetch a change the hub
+/// [`roll_up_stats_now`], holding back before each step while agents fetch a change the hub
 /// woke them for.
 async fn roll_up_stats_yielding(
     db: &apm_store::Db,
     hub: Option<&sync::SyncHub>,
 ) -> Result<usize, apm_store::StoreError> {
     let now = apm_store::now_ms();
-    let open = now - now.rem_euclid(apm_store::telemetry::ROLLUP_MS);
-    let mut total = roll_up_until(db, Some(open), hub).await?;
-    let open_pending = {
+    let open_bucket = now - now.rem_euclid(apm_store::telemetry::ROLLUP_MS);
+    let include_open = {
         let mut conn = db.pool().acquire().await?;
-        apm_store::telemetry::pending_pushes_from(&mut conn, open, ROLLUP_OPEN_BUCKET_LIMIT + 1)
-            .await?
+        apm_store::proxies::count_proxies(&mut conn).await? <= ROLLUP_OPEN_BUCKET_PROXIES
     };
-    if open_pending <= ROLLUP_OPEN_BUCKET_LIMIT {
-        total += roll_up_until(db, None, hub).await?;
-    }
-    Ok(total)
-}
-
-/// Folds the pending pushes taken before `before` (all with `None`) in chunks.
-async fn roll_up_until(
-    db: &apm_store::Db,
-    before: Option<i64>,
-    hub: Option<&sync::SyncHub>,
-) -> Result<usize, apm_store::StoreError> {
     let mut total = 0;
     // Changes made one after another (or another replica's, which its poller passes on) must
     // not hold the roll-up off for good.
@@ -286,20 +273,21 @@ async fn roll_up_until(
         }
         let started = std::time::Instant::now();
         let mut tx = db.begin_write().await?;
-        let n = apm_store::telemetry::roll_up_pending(
+        let step = apm_store::telemetry::roll_up_step(
             &mut tx,
             apm_store::telemetry::ROLLUP_CHUNK,
-            before,
+            open_bucket,
+            include_open,
         )
         .await?;
         tx.commit().await?;
-        total += n;
-        metrics::counter!("apm_stats_pushes_rolled_up_total").increment(n as u64);
+        total += step.pushes;
+        metrics::counter!("apm_stats_pushes_rolled_up_total").increment(step.pushes as u64);
         // Time spent folding (pauses excluded): pushes rolled up per second of it is the
         // roll-up's capacity, to compare with the fleet's push rate.
         metrics::counter!("apm_stats_rollup_busy_microseconds_total")
             .increment(started.elapsed().as_micros() as u64);
-        if n < apm_store::telemetry::ROLLUP_CHUNK {
+        if step.done {
             return Ok(total);
         }
         tokio::time::sleep(started.elapsed() / 2).await;

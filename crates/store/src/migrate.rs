@@ -146,6 +146,29 @@ Migration {
             SELECT proxy_id, ts, json_object_agg(metric, value)::text, 1 FROM stats_raw GROUP BY proxy_id, ts",
         "DROP TABLE stats_raw",
     ],
+},
+Migration {
+    version: 5,
+    name: "roll up closed buckets by walking proxies behind a frontier",
+    // Claiming pending pushes rewrote every push row once more (to mark it) and kept a second
+    // index of them: most of the roll-up's cost at 100,000 agents. A push is now stored as
+    // `rolled = 2` when the roll-up's frontier has not reached it; the roll-up walks closed
+    // buckets proxy by proxy (primary-key seeks) and moves the frontier, writing no push row.
+    // A push that arrives behind the frontier is stored pending (`rolled = 0`) and claimed as
+    // before. The frontier starts at the bucket after the newest stored push, so pushes stored
+    // before this migration are claimed as before.
+    sqlite: &[
+        "CREATE TABLE stats_fold_frontier (id INTEGER PRIMARY KEY CHECK (id = 1),
+            bucket BIGINT NOT NULL, after_proxy TEXT NOT NULL)",
+        "INSERT INTO stats_fold_frontier (id, bucket, after_proxy)
+            SELECT 1, COALESCE(MAX(ts), 0) / 300000 * 300000 + 300000, '' FROM stats_push",
+    ],
+    postgres: &[
+        "CREATE TABLE stats_fold_frontier (id INTEGER PRIMARY KEY CHECK (id = 1),
+            bucket BIGINT NOT NULL, after_proxy TEXT NOT NULL)",
+        "INSERT INTO stats_fold_frontier (id, bucket, after_proxy)
+            SELECT 1, COALESCE(MAX(ts), 0) / 300000 * 300000 + 300000, '' FROM stats_push",
+    ],
 }];
 
 /// Applies every migration not yet recorded; returns the versions applied now.

@@ -280,6 +280,13 @@ pub async fn list_proxies_of_config(
     )
 }
 
+/// How many proxies are enrolled, revoked ones included (an index count, no rows read).
+pub async fn count_proxies(conn: &mut AnyConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM proxies")
+        .fetch_one(conn)
+        .await?)
+}
+
 /// How many proxies are assigned to a config (an index count, no rows read).
 pub async fn count_proxies_of_config(conn: &mut AnyConnection, config_id: &str) -> Result<i64> {
     Ok(

@@ -2,9 +2,17 @@
 //! rollups they are folded into, captured log lines, and the sync generation counter replicas
 //! use to notice changes made by other replicas.
 //!
-//! A push is stored pending and answered; [`roll_up_pending`], run periodically by the server,
-//! folds pending pushes into the rollups in bulk. Rollup-based series (long windows, fleet
-//! charts) therefore trail the pushes by up to that period; raw series never do.
+//! A push is stored and answered; [`roll_up_step`], run periodically by the server, folds
+//! pushes into the rollups in bulk. Rollup-based series (long windows, fleet charts) therefore
+//! trail the pushes by up to that period; raw series never do.
+//!
+//! The roll-up has two paths. Most pushes are folded by a *walk*: a frontier (a bucket and a
+//! proxy id, one row in `stats_fold_frontier`) moves through each bucket proxy by proxy, and
+//! the pushes of the proxies it passes are read by primary key and folded, a proxy's pushes of
+//! a bucket into one rollup row per metric; no push row is written. A push stored behind the
+//! frontier (sent late, or in a bucket the walk has already passed) is stored *pending* and
+//! claimed by a queue instead. Which path a push takes is decided when it is stored, against
+//! the frontier, so each push is folded exactly once.
 
 use sqlx::{AnyConnection, FromRow};
 
@@ -13,10 +21,16 @@ use crate::{Result, StoreError};
 /// Width of a rollup bucket: 5 minutes.
 pub const ROLLUP_MS: i64 = 5 * 60 * 1000;
 
-/// Pending pushes claimed by one [`roll_up_pending`] call when the caller has no opinion: up to
-/// 7,500 rollup rows for 15-metric pushes of distinct proxies, a fraction of a second of
-/// SQLite's one writer, so agents' writes get their turn between chunks.
+/// Pushes folded by one [`roll_up_step`] when the caller has no opinion: a fraction of a
+/// second of SQLite's one writer, so agents' writes get their turn between steps.
 pub const ROLLUP_CHUNK: usize = 500;
+
+/// `stats_push.rolled` of a push the walk folds once its frontier passes it.
+const AWAITING_WALK: i64 = 2;
+
+/// Pushes a proxy sends per bucket at the default 30-second interval: the walk takes
+/// `limit / PUSHES_PER_PROXY_BUCKET` proxies per step to fold about `limit` pushes.
+const PUSHES_PER_PROXY_BUCKET: usize = 10;
 
 /// One metric push: every metric an agent sampled at one time. Stored as one row (the metrics
 /// as a JSON object): a fleet of 100,000 agents pushing 15 metrics every 30 s is 3,333 rows per
@@ -149,10 +163,15 @@ fn is_sqlite(conn: &AnyConnection) -> bool {
     conn.backend_name().eq_ignore_ascii_case("sqlite")
 }
 
-/// Stores pushes (in the caller's transaction) with multi-row statements, pending roll-up.
-/// A repeated (proxy, time) replaces the stored push and makes it pending again (its metrics
-/// then count twice in that bucket's rollup if the first copy was already rolled up: a
-/// resent push skews an average, it never loses data).
+/// Stores pushes (in the caller's transaction) with multi-row statements, to be rolled up: a
+/// push the roll-up's frontier has not reached waits for the walk, one behind it is pending
+/// (claimed by the queue). A repeated (proxy, time) replaces the stored push and is rolled up
+/// again if the first copy was already folded (its metrics then count twice in that bucket's
+/// rollup: a resent push skews an average, it never loses data).
+///
+/// On PostgreSQL the statement holds a share lock on the frontier until the caller commits, so
+/// the walk cannot pass a push that is being stored: the walk waits for the commit, or the
+/// push sees the frontier it moved to. SQLite has one writer at a time.
 pub async fn insert_pushes(conn: &mut AnyConnection, pushes: &[NewPush]) -> Result<()> {
     // One statement may not touch a row twice on PostgreSQL: the later push of a repeated key
     // wins, as two statements in order would.
@@ -170,24 +189,201 @@ pub async fn insert_pushes(conn: &mut AnyConnection, pushes: &[NewPush]) -> Resu
         }
     }
     let numbered = !is_sqlite(conn);
+    // Without a frontier row (never written by hand, but not worth losing pushes over) every
+    // push is pending, and the queue folds it.
+    let frontier = if numbered {
+        "(SELECT bucket, after_proxy FROM stats_fold_frontier WHERE id = 1 FOR SHARE)"
+    } else {
+        "stats_fold_frontier"
+    };
     for chunk in rows.chunks(BATCH_ROWS) {
+        // `WHERE true`: SQLite cannot tell an upsert's ON CONFLICT from a join's ON without it.
         let sql = format!(
-            "INSERT INTO stats_push (proxy_id, ts, metrics, rolled) VALUES {}
-             ON CONFLICT (proxy_id, ts) DO UPDATE SET metrics = excluded.metrics, rolled = 0",
-            values_list(chunk.len(), 4, numbered)
+            "INSERT INTO stats_push (proxy_id, ts, metrics, rolled)
+             SELECT v.column1, v.column2, v.column3,
+                    CASE WHEN f.bucket IS NULL OR v.column2 < f.bucket
+                              OR (v.column2 < f.bucket + {ROLLUP_MS} AND v.column1 <= f.after_proxy)
+                         THEN 0 ELSE {AWAITING_WALK} END
+             FROM (VALUES {}) v LEFT JOIN {frontier} f ON true
+             WHERE true
+             ON CONFLICT (proxy_id, ts) DO UPDATE SET metrics = excluded.metrics, rolled = excluded.rolled",
+            values_list(chunk.len(), 3, numbered)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (proxy_id, ts, text) in chunk {
-            q = q.bind(*proxy_id).bind(*ts).bind(text.as_str()).bind(0i64);
+            q = q.bind(*proxy_id).bind(*ts).bind(text.as_str());
         }
         q.execute(&mut *conn).await?;
     }
     Ok(())
 }
 
-/// Folds up to `limit` pending pushes taken before `before` (epoch ms; `None`: all of them)
-/// into the 5-minute rollups, in the caller's transaction, and marks them rolled up; returns
-/// how many it took. Claiming and marking is one statement, so a push is counted exactly once
+/// What one [`roll_up_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollupProgress {
+    /// Pushes folded.
+    pub pushes: usize,
+    /// Nothing is left to fold within the step's bounds: the caller's run is over.
+    pub done: bool,
+}
+
+/// One bounded step of the roll-up, in the caller's transaction: claims up to `limit` pending
+/// pushes, or when none is pending, walks about `limit` pushes' worth of proxies in the
+/// frontier's bucket (or moves the frontier to the next bucket holding pushes). The walk stays
+/// out of `open_bucket` (the bucket now falls in) unless `include_open`; pending pushes of the
+/// open bucket are claimed only with `include_open` too. Call it until it reports `done`,
+/// committing after each step.
+///
+/// Walking the open bucket folds what its pushes hold so far; the rest of the bucket's pushes
+/// of the proxies already passed are then pending and claimed a few at a time (each claim
+/// rewrites their rollup rows). A large fleet leaves the open bucket to the walk once it has
+/// closed, so each rollup row is written once for all of a proxy's pushes of the bucket.
+///
+/// Several callers (replicas) may step at once: the queue's claims skip each other's rows on
+/// PostgreSQL, and the walk locks the frontier.
+pub async fn roll_up_step(
+    conn: &mut AnyConnection,
+    limit: usize,
+    open_bucket: i64,
+    include_open: bool,
+) -> Result<RollupProgress> {
+    let before = (!include_open).then_some(open_bucket);
+    let claimed = roll_up_pending(conn, limit, before).await?;
+    if claimed > 0 {
+        return Ok(RollupProgress {
+            pushes: claimed,
+            done: false,
+        });
+    }
+    let last_bucket = if include_open {
+        open_bucket
+    } else {
+        open_bucket - ROLLUP_MS
+    };
+    walk_step(
+        conn,
+        (limit / PUSHES_PER_PROXY_BUCKET).max(1),
+        open_bucket,
+        last_bucket,
+    )
+    .await
+}
+
+/// Moves the frontier past up to `proxies` proxies of its bucket, folding their pushes, if the
+/// bucket is not after `last_bucket`; past the last proxy, moves it to the next bucket holding
+/// pushes (never past `open_bucket`, which may still receive pushes).
+async fn walk_step(
+    conn: &mut AnyConnection,
+    proxies: usize,
+    open_bucket: i64,
+    last_bucket: i64,
+) -> Result<RollupProgress> {
+    let sqlite = is_sqlite(conn);
+    let lock = if sqlite { "" } else { " FOR UPDATE" };
+    let frontier: Option<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT bucket, after_proxy FROM stats_fold_frontier WHERE id = 1{lock}"
+    )))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((bucket, after_proxy)) = frontier else {
+        return Err(StoreError::Corrupt(
+            "the roll-up frontier (the row of stats_fold_frontier) is missing; pushes are \
+             claimed one by one until it is restored"
+                .into(),
+        ));
+    };
+    let done = RollupProgress {
+        pushes: 0,
+        done: true,
+    };
+    if bucket > last_bucket {
+        return Ok(done);
+    }
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM proxies WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(&after_proxy)
+            .bind(i64::try_from(proxies).unwrap_or(i64::MAX))
+            .fetch_all(&mut *conn)
+            .await?;
+    let Some(last_id) = ids.last() else {
+        if bucket >= open_bucket {
+            // Every proxy of the open bucket is passed: its later pushes are pending.
+            return Ok(done);
+        }
+        let next: Option<i64> = sqlx::query_scalar("SELECT MIN(ts) FROM stats_push WHERE ts >= $1")
+            .bind(bucket + ROLLUP_MS)
+            .fetch_one(&mut *conn)
+            .await?;
+        let next_bucket = next
+            .map(|ts| ts - ts.rem_euclid(ROLLUP_MS))
+            .unwrap_or(open_bucket)
+            .clamp(bucket + ROLLUP_MS, open_bucket.max(bucket + ROLLUP_MS));
+        sqlx::query("UPDATE stats_fold_frontier SET bucket = $1, after_proxy = '' WHERE id = 1")
+            .bind(next_bucket)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(RollupProgress {
+            pushes: 0,
+            done: false,
+        });
+    };
+    // SQLite gets anonymous placeholders only (see `values_list`).
+    let (range, placeholders) = if sqlite {
+        (
+            "ts >= ? AND ts < ?",
+            vec!["?".to_owned(); ids.len()].join(", "),
+        )
+    } else {
+        (
+            "ts >= $1 AND ts < $2",
+            (0..ids.len())
+                .map(|i| format!("${}", i + 3))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    };
+    let mut q = sqlx::query_as::<_, (String, i64, String)>(sqlx::AssertSqlSafe(format!(
+        "SELECT proxy_id, ts, metrics FROM stats_push
+         WHERE {range} AND rolled = {AWAITING_WALK} AND proxy_id IN ({placeholders})"
+    )))
+    .bind(bucket)
+    .bind(bucket + ROLLUP_MS);
+    for id in &ids {
+        q = q.bind(id);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let pushes = decode_rows(rows);
+    add_rollups(conn, &fold_rollups(&pushes)).await?;
+    sqlx::query("UPDATE stats_fold_frontier SET after_proxy = $1 WHERE id = 1")
+        .bind(last_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(RollupProgress {
+        pushes: pushes.len(),
+        done: false,
+    })
+}
+
+/// Stored pushes as [`NewPush`]es. A row that does not decode is reported and left out: its
+/// samples are lost to the rollups, not silently, and it blocks nothing.
+fn decode_rows(rows: Vec<(String, i64, String)>) -> Vec<NewPush> {
+    let mut pushes = Vec::with_capacity(rows.len());
+    for (proxy_id, ts, text) in rows {
+        match decode_metrics(&text) {
+            Ok(metrics) => pushes.push(NewPush {
+                proxy_id,
+                ts,
+                metrics,
+            }),
+            Err(e) => tracing::warn!(proxy_id, ts, error = %e, "a stored push was not rolled up"),
+        }
+    }
+    pushes
+}
+
+/// Folds up to `limit` pending pushes (those stored behind the walk's frontier) taken before
+/// `before` (epoch ms; `None`: all of them) into the 5-minute rollups, in the caller's
+/// transaction, and marks them rolled up; returns how many it took. Claiming and marking is one statement, so a push is counted exactly once
 /// however many replicas roll up at the same time (on PostgreSQL each skips the rows another
 /// has claimed), and a crash before the commit leaves the pushes pending for the next run.
 /// Deltas are added to the stored rows, so a bucket can be rolled up in any number of steps.
@@ -195,7 +391,7 @@ pub async fn insert_pushes(conn: &mut AnyConnection, pushes: &[NewPush]) -> Resu
 /// Pushes are claimed in (proxy, time) order, so the pushes of one proxy's bucket are folded
 /// together: a closed bucket of a proxy pushing every 30 s is 10 pushes and one rollup row per
 /// metric, written once, where pushes folded one by one write every row ten times.
-pub async fn roll_up_pending(
+async fn roll_up_pending(
     conn: &mut AnyConnection,
     limit: usize,
     before: Option<i64>,
@@ -219,51 +415,29 @@ pub async fn roll_up_pending(
          WHERE s.proxy_id = c.proxy_id AND s.ts = c.ts
          RETURNING s.proxy_id, s.ts, s.metrics"
     };
-    let claimed: Vec<(String, i64, String)> = sqlx::query_as(sql)
+    let rows: Vec<(String, i64, String)> = sqlx::query_as(sql)
         .bind(before)
         .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
-    let mut pushes = Vec::with_capacity(claimed.len());
-    for (proxy_id, ts, text) in claimed {
-        // A row that does not decode is still marked (it would block nothing, but would be
-        // claimed again forever); its samples are reported, not silently dropped.
-        match decode_metrics(&text) {
-            Ok(metrics) => pushes.push(NewPush {
-                proxy_id,
-                ts,
-                metrics,
-            }),
-            Err(e) => tracing::warn!(proxy_id, ts, error = %e, "a stored push was not rolled up"),
-        }
-    }
-    let taken = pushes.len();
-    add_rollups(conn, &fold_rollups(&pushes)).await?;
-    Ok(taken)
+    // A claimed row that does not decode is still marked: it would be claimed again forever.
+    let claimed = rows.len();
+    add_rollups(conn, &fold_rollups(&decode_rows(rows))).await?;
+    Ok(claimed)
 }
 
-/// Pushes not rolled up yet (the roll-up's backlog).
-pub async fn pending_pushes(conn: &mut AnyConnection) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM stats_push WHERE rolled = 0")
-            .fetch_one(conn)
-            .await?,
-    )
-}
-
-/// Pending pushes taken at or after `from`, counted up to `cap` (the answer is at most `cap`:
-/// the caller only needs to know whether there are more than it is willing to fold).
-pub async fn pending_pushes_from(conn: &mut AnyConnection, from: i64, cap: i64) -> Result<i64> {
-    let sql = if is_sqlite(conn) {
-        "SELECT COUNT(*) FROM (SELECT 1 FROM stats_push WHERE rolled = 0 AND +ts >= ? LIMIT ?)"
-    } else {
-        "SELECT COUNT(*) FROM (SELECT 1 FROM stats_push WHERE rolled = 0 AND ts + 0 >= $1 LIMIT $2) p"
-    };
-    Ok(sqlx::query_scalar(sql)
-        .bind(from)
-        .bind(cap.max(0))
-        .fetch_one(conn)
-        .await?)
+/// Pushes taken before `before` and not rolled up yet (the roll-up's backlog): pending ones, and
+/// those the walk's frontier has not passed.
+pub async fn unfolded_pushes(conn: &mut AnyConnection, before: i64) -> Result<i64> {
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM stats_push s LEFT JOIN stats_fold_frontier f ON f.id = 1
+         WHERE s.ts < $1 AND (s.rolled = 0 OR (s.rolled = {AWAITING_WALK} AND (f.bucket IS NULL
+               OR s.ts >= f.bucket + {ROLLUP_MS}
+               OR (s.ts >= f.bucket AND s.proxy_id > f.after_proxy))))"
+    )))
+    .bind(before)
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Adds folded deltas to the stored rollup rows.

@@ -1,12 +1,13 @@
 //! Metric pushes and their roll-up, on both engines: however pushes are batched and rolled up
-//! (in small steps, by several writers at once, interrupted), the rollups end equal to one fold
-//! of every push, each push counted exactly once; and the migration that introduced pushes
-//! keeps the samples stored before it.
+//! (in small steps, by several writers at once, interrupted, while more pushes arrive, late
+//! ones behind the walk's frontier), the rollups end equal to one fold of every push, each push
+//! counted exactly once; and the migration that introduced pushes keeps the samples stored
+//! before it.
 
 use apm_store::Db;
 use apm_store::telemetry::{
-    NewPush, Point, ROLLUP_MS, fold_rollups, insert_pushes, pending_pushes, pending_pushes_from,
-    raw_series, roll_up_pending, rollup_series,
+    NewPush, Point, ROLLUP_MS, RollupProgress, fold_rollups, insert_pushes, raw_series,
+    roll_up_step, rollup_series, unfolded_pushes,
 };
 use common::proxy_row;
 
@@ -83,25 +84,41 @@ async fn insert(db: &Db, pushes: &[NewPush]) {
     tx.commit().await.expect("commit");
 }
 
-/// Rolls up in steps of `limit` until nothing is pending; returns the pushes taken.
+/// The bucket the tests' "now" falls in: after every push they make.
+const OPEN_BUCKET: i64 = 1000 * ROLLUP_MS;
+
+/// One roll-up step in its own transaction.
+async fn step(db: &Db, limit: usize, open_bucket: i64, include_open: bool) -> RollupProgress {
+    let mut tx = db.begin_write().await.expect("tx");
+    let p = roll_up_step(&mut tx, limit, open_bucket, include_open)
+        .await
+        .expect("roll up");
+    tx.commit().await.expect("commit");
+    p
+}
+
+/// Rolls up in steps of `limit` until done; returns the pushes folded.
 async fn roll_up_all(db: Db, limit: usize) -> usize {
     let mut total = 0;
     loop {
-        let mut tx = db.begin_write().await.expect("tx");
-        let n = roll_up_pending(&mut tx, limit, None)
-            .await
-            .expect("roll up");
-        tx.commit().await.expect("commit");
-        total += n;
-        if n == 0 {
+        let p = step(&db, limit, OPEN_BUCKET, true).await;
+        total += p.pushes;
+        if p.done {
             return total;
         }
     }
 }
 
-async fn check(db: &Db, ids: &[String], all: &[NewPush]) {
+async fn unfolded(db: &Db) -> i64 {
     let mut conn = db.pool().acquire().await.expect("conn");
-    assert_eq!(pending_pushes(&mut conn).await.expect("pending"), 0);
+    unfolded_pushes(&mut conn, i64::MAX)
+        .await
+        .expect("unfolded")
+}
+
+async fn check(db: &Db, ids: &[String], all: &[NewPush]) {
+    assert_eq!(unfolded(db).await, 0);
+    let mut conn = db.pool().acquire().await.expect("conn");
     for id in ids {
         for m in ["m0", "m1", "m2"] {
             let got = rollup_series(&mut conn, id, m, 0, 100 * ROLLUP_MS)
@@ -139,7 +156,7 @@ async fn rolled_up_in_steps_equals_one_fold(pg: bool) {
     let ids = proxies(&db, 3).await;
     let all = pushes(&ids);
     // Pushes arrive in batches while roll-ups run in small steps in between, so later pushes
-    // add to rollup rows that already exist.
+    // land behind the frontier (pending) and add to rollup rows that already exist.
     let mut taken = 0;
     for part in all.chunks(400) {
         insert(&db, part).await;
@@ -155,7 +172,8 @@ async fn concurrent_roll_ups_count_each_push_once(pg: bool) {
     let ids = proxies(&db, 5).await;
     let all = pushes(&ids);
     insert(&db, &all).await;
-    // Three replicas' roll-ups at once (on PostgreSQL each skips the rows another claimed).
+    // Three replicas' roll-ups at once (on PostgreSQL each skips the rows another claimed,
+    // and the walk's frontier is locked).
     let tasks: Vec<_> = (0..3)
         .map(|_| tokio::spawn(roll_up_all(db.clone(), 50)))
         .collect();
@@ -167,33 +185,77 @@ async fn concurrent_roll_ups_count_each_push_once(pg: bool) {
     check(&db, &ids, &all).await;
 }
 
-async fn an_interrupted_roll_up_leaves_the_pushes_pending(pg: bool) {
+/// Pushes stored while roll-ups run (two replicas stepping, one storing batches that land
+/// ahead of the frontier, in its bucket, and behind it) are each folded exactly once: a
+/// push is never stored as awaiting the walk after the walk has passed it.
+async fn pushes_stored_during_roll_ups_are_each_folded_once(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    let ids = proxies(&db, 40).await;
+    let all = pushes(&ids);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rollers: Vec<_> = (0..2)
+        .map(|_| {
+            let (db, stop) = (db.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut taken = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // A small limit: the walk passes a few proxies per step, so the frontier
+                    // is inside a bucket while batches come in.
+                    taken += step(&db, 20, OPEN_BUCKET, true).await.pushes;
+                    tokio::task::yield_now().await;
+                }
+                taken
+            })
+        })
+        .collect();
+    for part in all.chunks(25) {
+        insert(&db, part).await;
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut taken = 0;
+    for t in rollers {
+        taken += t.await.expect("join");
+    }
+    taken += roll_up_all(db.clone(), 500).await;
+    assert_eq!(taken, all.len(), "every push folded once");
+    check(&db, &ids, &all).await;
+}
+
+async fn an_interrupted_roll_up_leaves_the_pushes_unfolded(pg: bool) {
     let dir = tempfile::tempdir().expect("dir");
     let db = open(pg, dir.path()).await;
     let ids = proxies(&db, 2).await;
     let all = pushes(&ids);
-    insert(&db, &all).await;
-    {
+    insert(&db, &all[..700]).await;
+    // Some walked, so the rest arrive behind the frontier and are pending.
+    assert!(step(&db, 10, OPEN_BUCKET, true).await.pushes > 0);
+    insert(&db, &all[700..]).await;
+    for _ in 0..2 {
         let mut tx = db.begin_write().await.expect("tx");
-        assert_eq!(
-            roll_up_pending(&mut tx, 500, None).await.expect("roll up"),
-            500
-        );
+        let p = roll_up_step(&mut tx, 500, OPEN_BUCKET, true)
+            .await
+            .expect("roll up");
+        assert!(p.pushes > 0, "{p:?}");
         // The process dies before the commit: the transaction is dropped.
     }
+    let before = unfolded(&db).await;
+    assert!(before > 0 && before < all.len() as i64, "{before}");
     let mut conn = db.pool().acquire().await.expect("conn");
+    let folded: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM stats_rollup WHERE metric = 'm0'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("folded");
     assert_eq!(
-        pending_pushes(&mut conn).await.expect("pending"),
-        all.len() as i64
-    );
-    assert!(
-        rollup_series(&mut conn, &ids[0], "m0", 0, 100 * ROLLUP_MS)
-            .await
-            .expect("rollups")
-            .is_empty()
+        folded + before,
+        all.len() as i64,
+        "every m0 sample folded or unfolded"
     );
     drop(conn);
-    assert_eq!(roll_up_all(db.clone(), 5000).await, all.len());
+    assert_eq!(roll_up_all(db.clone(), 5000).await as i64, before);
     check(&db, &ids, &all).await;
 }
 
@@ -282,9 +344,9 @@ async fn migration_keeps_samples_stored_before_it(pg: bool) {
             .expect("old sample");
     }
     tx.commit().await.expect("commit");
-    assert_eq!(db.migrate().await.expect("migrate"), vec![4]);
+    assert_eq!(db.migrate().await.expect("migrate"), vec![4, 5]);
+    assert_eq!(unfolded(&db).await, 0);
     let mut conn = db.pool().acquire().await.expect("conn");
-    assert_eq!(pending_pushes(&mut conn).await.expect("pending"), 0);
     let a = raw_series(&mut conn, &ids[0], "a", 0, 10_000)
         .await
         .expect("raw");
@@ -301,60 +363,82 @@ async fn migration_keeps_samples_stored_before_it(pg: bool) {
     );
 }
 
-/// A fleet-sized backlog (thousands of proxies, statistics gathered) is claimed in full chunks
-/// until nothing is left: a claim that returns short ends a server's roll-up run early.
-async fn a_large_backlog_is_claimed_in_full_chunks(pg: bool) {
+/// A fleet-sized backlog (a thousand proxies, a closed bucket of pushes) is walked in steps
+/// of about the limit, and pushes that arrive behind the frontier are claimed in full chunks:
+/// a step that returns short or reports done early ends a server's roll-up run early.
+async fn a_large_backlog_is_folded_in_full_steps(pg: bool) {
     let dir = tempfile::tempdir().expect("dir");
     let db = open(pg, dir.path()).await;
-    let ids = proxies(&db, 3000).await;
+    let ids = proxies(&db, 1000).await;
+    let push = |id: &String, ts: i64, k: i64| NewPush {
+        proxy_id: id.clone(),
+        ts,
+        metrics: (0..5)
+            .map(|m| (format!("metric.{m}"), (m + k) as f64))
+            .collect(),
+    };
     let mut all = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        for k in 0..2 {
-            all.push(NewPush {
-                proxy_id: id.clone(),
-                ts: ROLLUP_MS + k * 30_000 + i as i64,
-                metrics: (0..15)
-                    .map(|m| (format!("metric.{m}"), (m + k) as f64))
-                    .collect(),
-            });
+        for k in 0..10 {
+            all.push(push(id, ROLLUP_MS + k * 30_000 + i as i64, k));
         }
     }
     for part in all.chunks(500) {
         insert(&db, part).await;
     }
-    // Half of it rolled up, so the pending rows sit behind rolled ones.
-    let mut tx = db.begin_write().await.expect("tx");
-    assert_eq!(
-        roll_up_pending(&mut tx, 3000, None).await.expect("roll up"),
-        3000
-    );
-    tx.commit().await.expect("commit");
+    let open_bucket = 3 * ROLLUP_MS;
+    let mut steps = Vec::new();
+    loop {
+        let p = step(&db, 500, open_bucket, false).await;
+        if p.done {
+            break;
+        }
+        steps.push(p.pushes);
+    }
+    // 50 proxies of 10 pushes a step; one step moves the frontier to the open bucket.
+    assert_eq!(steps.len(), 21, "{steps:?}");
+    assert!(steps[..20].iter().all(|n| *n == 500), "{steps:?}");
+    assert_eq!(steps[20], 0);
+    // Late pushes of the walked bucket (the agents were offline) are pending.
+    let late: Vec<NewPush> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| push(id, ROLLUP_MS + 290_000 + i as i64 % 1000, 99))
+        .collect();
+    for part in late.chunks(500) {
+        insert(&db, part).await;
+    }
     let mut tx = db.begin_write().await.expect("tx");
     sqlx::query("ANALYZE")
         .execute(&mut *tx)
         .await
         .expect("analyze");
     tx.commit().await.expect("commit");
-    let mut chunks = Vec::new();
+    let mut steps = Vec::new();
     loop {
-        let mut tx = db.begin_write().await.expect("tx");
-        let n = roll_up_pending(&mut tx, 500, None).await.expect("roll up");
-        tx.commit().await.expect("commit");
-        chunks.push(n);
-        if n < 500 {
+        let p = step(&db, 500, open_bucket, false).await;
+        if p.done {
             break;
         }
+        steps.push(p.pushes);
     }
-    assert_eq!(
-        chunks,
-        vec![500, 500, 500, 500, 500, 500, 0],
-        "claimed per call"
-    );
+    assert_eq!(steps, vec![500; 2], "claimed per step");
+    assert_eq!(unfolded(&db).await, 0);
+    let mut every = all;
+    every.extend(late);
+    let mut conn = db.pool().acquire().await.expect("conn");
+    for id in [&ids[0], &ids[567], &ids[999]] {
+        let got = rollup_series(&mut conn, id, "metric.3", 0, 10 * ROLLUP_MS)
+            .await
+            .expect("rollups");
+        assert_eq!(got, expected_rollups(&every, id, "metric.3"), "{id}");
+    }
 }
 
-/// A roll-up bounded in time takes only older pushes, a proxy's pushes together (so a closed
-/// bucket's rows are written once); the open bucket's backlog is counted up to a cap; and
-/// folding in two passes ends where one fold does.
+/// A roll-up that leaves the open bucket out folds only closed buckets, a proxy's pushes of a
+/// bucket together (so a closed bucket's rows are written once), and walks them by primary
+/// key; the open bucket waits until it is included; late pushes of a walked bucket are claimed
+/// even when the open bucket is left out. Folding in several passes ends where one fold does.
 async fn a_bounded_roll_up_takes_closed_buckets_only(pg: bool) {
     let dir = tempfile::tempdir().expect("dir");
     let db = open(pg, dir.path()).await;
@@ -379,79 +463,93 @@ async fn a_bounded_roll_up_takes_closed_buckets_only(pg: bool) {
         }
     }
     insert(&db, &all).await;
-    {
-        let mut conn = db.pool().acquire().await.expect("conn");
-        assert_eq!(
-            pending_pushes_from(&mut conn, open_bucket, 100)
-                .await
-                .expect("count"),
-            12
-        );
-        assert_eq!(
-            pending_pushes_from(&mut conn, open_bucket, 5)
-                .await
-                .expect("count"),
-            5,
-            "counted up to the cap"
-        );
+    // The frontier first moves from where the migration put it to the first bucket with
+    // pushes; then a step of 10 is one proxy's closed bucket, in proxy order.
+    let mut first = step(&db, 10, open_bucket, false).await;
+    while first.pushes == 0 {
+        assert!(!first.done, "nothing folded");
+        first = step(&db, 10, open_bucket, false).await;
     }
-    // A chunk of 10 is exactly one proxy's closed bucket: claimed in (proxy, time) order.
-    let mut tx = db.begin_write().await.expect("tx");
-    assert_eq!(
-        roll_up_pending(&mut tx, 10, Some(open_bucket))
-            .await
-            .expect("roll up"),
-        10
-    );
-    tx.commit().await.expect("commit");
+    assert_eq!(first.pushes, 10);
     let mut conn = db.pool().acquire().await.expect("conn");
     let mut sorted = ids.clone();
     sorted.sort();
-    let first = rollup_series(&mut conn, &sorted[0], "m0", 0, 10 * ROLLUP_MS)
+    let rows = rollup_series(&mut conn, &sorted[0], "m0", 0, 10 * ROLLUP_MS)
         .await
         .expect("rollups");
-    assert_eq!(first.len(), 1, "only the closed bucket: {first:?}");
-    assert_eq!((first[0].t, first[0].count), (open_bucket - ROLLUP_MS, 10));
+    assert_eq!(rows.len(), 1, "only the closed bucket: {rows:?}");
+    assert_eq!((rows[0].t, rows[0].count), (open_bucket - ROLLUP_MS, 10));
     assert!(
         rollup_series(&mut conn, &sorted[1], "m0", 0, 10 * ROLLUP_MS)
             .await
             .expect("rollups")
             .is_empty(),
-        "the next proxy waits for the next chunk"
+        "the next proxy waits for the next step"
     );
     drop(conn);
-    let mut tx = db.begin_write().await.expect("tx");
+    let mut taken = 0;
+    loop {
+        let p = step(&db, 10, open_bucket, false).await;
+        taken += p.pushes;
+        if p.done {
+            break;
+        }
+    }
     assert_eq!(
-        roll_up_pending(&mut tx, 500, Some(open_bucket))
-            .await
-            .expect("roll up"),
-        30,
+        taken, 30,
         "the other closed buckets, nothing of the open one"
     );
-    tx.commit().await.expect("commit");
-    let mut conn = db.pool().acquire().await.expect("conn");
-    assert_eq!(pending_pushes(&mut conn).await.expect("pending"), 12);
-    drop(conn);
-    assert_eq!(roll_up_all(db.clone(), 500).await, 12);
+    assert_eq!(unfolded(&db).await, 12);
+    // A late push of the walked bucket is claimed without the open bucket.
+    let late = NewPush {
+        proxy_id: sorted[2].clone(),
+        ts: open_bucket - 1,
+        metrics: vec![("m0".into(), 7.5)],
+    };
+    insert(&db, std::slice::from_ref(&late)).await;
+    assert_eq!(step(&db, 10, open_bucket, false).await.pushes, 1);
+    assert!(step(&db, 10, open_bucket, false).await.done);
+    assert_eq!(unfolded(&db).await, 12);
+    all.push(late);
+    let mut taken = 0;
+    loop {
+        let p = step(&db, 10, open_bucket, true).await;
+        taken += p.pushes;
+        if p.done {
+            break;
+        }
+    }
+    assert_eq!(taken, 12, "the open bucket once included");
     check_m0(&db, &ids, &all).await;
     if !pg {
-        // The bounded claim walks the pending index, never the index of every stored push.
         let mut conn = db.pool().acquire().await.expect("conn");
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
-            "EXPLAIN QUERY PLAN SELECT rowid FROM stats_push WHERE rolled = 0 AND +ts < ?
-             ORDER BY proxy_id, ts LIMIT ?",
-        )
-        .bind(open_bucket)
-        .bind(500i64)
-        .fetch_all(&mut *conn)
-        .await
-        .expect("plan");
-        let text: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
-        assert!(
-            text.iter().any(|d| d.contains("stats_push_pending"))
-                && !text.iter().any(|d| d.contains("stats_push_ts")),
-            "plan: {text:?}"
-        );
+        // The claim walks the pending index, never the index of every stored push; the walk
+        // seeks each proxy's bucket by primary key.
+        for (sql, want, never) in [
+            (
+                "EXPLAIN QUERY PLAN SELECT rowid FROM stats_push WHERE rolled = 0 AND +ts < ?
+                 ORDER BY proxy_id, ts LIMIT 500",
+                "stats_push_pending",
+                "stats_push_ts",
+            ),
+            (
+                "EXPLAIN QUERY PLAN SELECT proxy_id, ts, metrics FROM stats_push
+                 WHERE ts >= 600000 AND ts < ? AND rolled = 2 AND proxy_id IN ('a', 'b', 'c')",
+                "sqlite_autoindex_stats_push_1",
+                "stats_push_ts",
+            ),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sql)
+                .bind(open_bucket)
+                .fetch_all(&mut *conn)
+                .await
+                .expect("plan");
+            let text: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+            assert!(
+                text.iter().any(|d| d.contains(want)) && !text.iter().any(|d| d.contains(never)),
+                "plan: {text:?}"
+            );
+        }
     }
 }
 
@@ -470,8 +568,9 @@ both!(
     a_bounded_roll_up_takes_closed_buckets_only,
     rolled_up_in_steps_equals_one_fold,
     concurrent_roll_ups_count_each_push_once,
-    an_interrupted_roll_up_leaves_the_pushes_pending,
+    pushes_stored_during_roll_ups_are_each_folded_once,
+    an_interrupted_roll_up_leaves_the_pushes_unfolded,
     a_resent_push_replaces_the_stored_one,
     migration_keeps_samples_stored_before_it,
-    a_large_backlog_is_claimed_in_full_chunks
+    a_large_backlog_is_folded_in_full_steps
 );

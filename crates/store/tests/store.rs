@@ -8,16 +8,19 @@ mod common;
 
 async fn open(postgres: bool, dir: &std::path::Path) -> Db {
     let db = common::connect(postgres, dir, "t.db").await;
-    assert_eq!(db.migrate().await.expect("migrate"), vec![1, 2, 3, 4]);
+    assert_eq!(db.migrate().await.expect("migrate"), vec![1, 2, 3, 4, 5]);
     db
 }
 
-/// Folds every pending push into the rollups (what the server's roll-up task does).
+/// Folds every push into the rollups (what the server's roll-up task does), the current
+/// bucket included.
 async fn roll_up(conn: &mut apm_store::AnyConnection) {
-    while apm_store::telemetry::roll_up_pending(conn, 1000, None)
+    let now = now_ms();
+    let open_bucket = now - now.rem_euclid(apm_store::telemetry::ROLLUP_MS);
+    while !apm_store::telemetry::roll_up_step(conn, 1000, open_bucket, true)
         .await
         .expect("roll up")
-        > 0
+        .done
     {}
 }
 
