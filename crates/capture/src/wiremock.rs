@@ -911,16 +911,17 @@ mod tests {
     struct Placeholders;
 
     impl Rewrite for Placeholders {
-        fn key(&mut self, _: &str, _: Option<u8>) -> KeyAction {
+        fn key(&mut self, _: &[u8], _: Option<u8>) -> KeyAction {
             KeyAction {
                 key: None,
                 value: None,
             }
         }
-        fn string(&mut self, v: &str, _: Option<u8>) -> Option<String> {
+        fn string(&mut self, v: &[u8], _: Option<u8>) -> Option<String> {
+            let v = std::str::from_utf8(v).expect("the walker hands over UTF-8");
             has_marker(v).then(|| placeholder(v))
         }
-        fn integer(&mut self, _: &str) -> Option<String> {
+        fn integer(&mut self, _: &[u8]) -> Option<String> {
             None
         }
         fn replaced(&mut self, _: Kind) {}

@@ -284,13 +284,24 @@ impl Sanitizer {
         class: Option<u8>,
         stats: &mut SanitizeStats,
     ) -> Cow<'a, str> {
-        match self.rules.apply_classified(s.as_bytes(), class, stats) {
-            Some(bytes) => Cow::Owned(
-                String::from_utf8(bytes)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-            ),
+        match self.rewrite_text(s.as_bytes(), class, stats) {
+            Some(new) => Cow::Owned(new),
             None => Cow::Borrowed(s),
         }
+    }
+
+    /// The text rules on UTF-8 bytes with known `classify` bits: the new text, or `None`
+    /// when nothing was replaced.
+    pub(crate) fn rewrite_text(
+        &self,
+        s: &[u8],
+        class: Option<u8>,
+        stats: &mut SanitizeStats,
+    ) -> Option<String> {
+        self.rules.apply_classified(s, class, stats).map(|bytes| {
+            String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        })
     }
 
     /// True when the text rules never change a string with these `text::classify` bits.
@@ -307,11 +318,16 @@ impl Sanitizer {
     }
 
     fn field_kind(&self, key: &str) -> Option<Kind> {
-        self.rules.key_kind(key.as_bytes()).or_else(|| {
+        self.field_kind_bytes(key.as_bytes())
+    }
+
+    /// [`Self::field_kind`] of a name given as (UTF-8) bytes.
+    fn field_kind_bytes(&self, key: &[u8]) -> Option<Kind> {
+        self.rules.key_kind(key).or_else(|| {
             self.config
                 .sensitive_fields
                 .iter()
-                .any(|f| f.eq_ignore_ascii_case(key))
+                .any(|f| f.as_bytes().eq_ignore_ascii_case(key))
                 .then_some(Kind::Secret)
         })
     }

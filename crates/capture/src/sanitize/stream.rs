@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use super::text::{CLASS, G_CONTROL, G_NON_DIGIT, classify};
+use super::text::{CLASS, G_CONTROL, G_HIGH, G_NON_DIGIT, classify};
 use super::{Kind, SanitizeStats, Sanitizer};
 
 /// The cache slot of a member name: length and three of its bytes, mixed.
@@ -43,7 +43,8 @@ fn fits_u64(digits: &[u8]) -> bool {
 
 /// Which of sixteen bytes are a quote or backslash (`0xff` lanes of the first value), and
 /// which could matter to `text::classify` (second value): control characters, `0`–`@`
-/// (digits, `:`, `=`, `@` and a few harmless neighbours), `%` and `J`. Written lane by lane
+/// (digits, `:`, `=`, `@` and a few harmless neighbours), `%`, `J` and non-ASCII bytes (whose
+/// string must be checked for UTF-8). Written lane by lane
 /// so the compiler turns it into a handful of SSE2 compares (no `unsafe`, no intrinsics).
 #[inline(always)]
 fn scan16(c: &[u8; 16]) -> (u128, u128) {
@@ -52,7 +53,11 @@ fn scan16(c: &[u8; 16]) -> (u128, u128) {
     for i in 0..16 {
         let b = c[i];
         special[i] = if (b == b'"') | (b == b'\\') { 0xff } else { 0 };
-        marks[i] = if (b < 0x20) | (b.wrapping_sub(b'0') <= b'@' - b'0') | (b == b'%') | (b == b'J')
+        marks[i] = if (b < 0x20)
+            | (b >= 0x80)
+            | (b.wrapping_sub(b'0') <= b'@' - b'0')
+            | (b == b'%')
+            | (b == b'J')
         {
             0xff
         } else {
@@ -60,6 +65,19 @@ fn scan16(c: &[u8; 16]) -> (u128, u128) {
         };
     }
     (u128::from_le_bytes(special), u128::from_le_bytes(marks))
+}
+
+/// The `classify` bits of a string token's raw content, refusing what serde_json refuses in
+/// a string's bytes: raw control characters and invalid UTF-8 (checked only when a
+/// non-ASCII byte is there; escapes are ASCII, so the raw bytes of an escaped string are
+/// checked the same way).
+#[inline(always)]
+fn checked_class(content: &[u8]) -> Result<u8, ()> {
+    let class = classify(content);
+    if class & G_CONTROL != 0 || (class & G_HIGH != 0 && std::str::from_utf8(content).is_err()) {
+        return Err(());
+    }
+    Ok(class)
 }
 
 /// serde_json refuses the 128th level of nesting.
@@ -75,16 +93,19 @@ pub(crate) struct KeyAction {
 }
 
 /// Decides what changes in a document.
+///
+/// Text is handed over as bytes that are always valid UTF-8 (the walker checked them; a
+/// `&str` would cost a second check of every string offered).
 pub(crate) trait Rewrite {
     /// A member key (decoded). `class`: its `text::classify` bits when the walker has them
     /// (strings without escapes). Must depend only on the key's text: the walker asks once
     /// per distinct name in a document and reuses an answer that leaves the key as it is.
-    fn key(&mut self, key: &str, class: Option<u8>) -> KeyAction;
+    fn key(&mut self, key: &[u8], class: Option<u8>) -> KeyAction;
     /// A string value (decoded); `Some` replaces it. `class` as for keys.
-    fn string(&mut self, s: &str, class: Option<u8>) -> Option<String>;
+    fn string(&mut self, s: &[u8], class: Option<u8>) -> Option<String>;
     /// A non-negative integer of 11 or more digits that fits in a u64 (the digits); `Some`
     /// replaces it with a string.
-    fn integer(&mut self, digits: &str) -> Option<String>;
+    fn integer(&mut self, digits: &[u8]) -> Option<String>;
     /// A value was replaced as a whole because of its key.
     fn replaced(&mut self, kind: Kind);
     /// True when [`Self::string`] returns `None` for every string with these `classify`
@@ -103,9 +124,9 @@ struct SanitizeJson<'s> {
 }
 
 impl Rewrite for SanitizeJson<'_> {
-    fn key(&mut self, key: &str, class: Option<u8>) -> KeyAction {
+    fn key(&mut self, key: &[u8], class: Option<u8>) -> KeyAction {
         KeyAction {
-            value: self.s.field_kind(key),
+            value: self.s.field_kind_bytes(key),
             key: if class.is_some_and(|c| self.s.leaves_class_alone(c)) {
                 None
             } else {
@@ -114,14 +135,11 @@ impl Rewrite for SanitizeJson<'_> {
         }
     }
 
-    fn string(&mut self, s: &str, class: Option<u8>) -> Option<String> {
-        match self.s.text_classified(s, class, &mut self.stats) {
-            Cow::Owned(new) => Some(new),
-            Cow::Borrowed(_) => None,
-        }
+    fn string(&mut self, s: &[u8], class: Option<u8>) -> Option<String> {
+        self.s.rewrite_text(s, class, &mut self.stats)
     }
 
-    fn integer(&mut self, digits: &str) -> Option<String> {
+    fn integer(&mut self, digits: &[u8]) -> Option<String> {
         self.string(digits, None)
     }
 
@@ -154,12 +172,10 @@ pub(crate) fn sanitize(
 /// `Ok((out, changed))`: `changed` is true when a key or value was replaced (not when only
 /// whitespace was dropped).
 pub(crate) fn rewrite<R: Rewrite>(input: Vec<u8>, r: &mut R) -> Result<(Vec<u8>, bool), Vec<u8>> {
-    let Ok(text) = std::str::from_utf8(&input) else {
-        return Err(input);
-    };
+    // UTF-8 is checked string by string (only strings holding a non-ASCII byte, see
+    // `Walker::classified`): outside strings every byte must be ASCII grammar anyway.
     let mut w = Walker {
-        input: text.as_bytes(),
-        text,
+        input: &input,
         pos: 0,
         out: Vec::new(),
         copied: 0,
@@ -183,7 +199,6 @@ pub(crate) fn rewrite<R: Rewrite>(input: Vec<u8>, r: &mut R) -> Result<(Vec<u8>,
 
 struct Walker<'a, 'r, R> {
     input: &'a [u8],
-    text: &'a str,
     pos: usize,
     /// Output so far; only used once something was edited.
     out: Vec<u8>,
@@ -303,8 +318,8 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
             b'-' | b'0'..=b'9' => {
                 let (start, end, plain) = self.number()?;
                 if emit && plain && end - start >= 11 {
-                    let digits = &self.text[start..end];
-                    if fits_u64(digits.as_bytes())
+                    let digits = &self.input[start..end];
+                    if fits_u64(digits)
                         && let Some(new) = self.r.integer(digits)
                     {
                         self.replace_with_string(start, end, &new);
@@ -475,10 +490,8 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
     /// The token `input[start..end]` (no escapes) with its `classify` bits.
     #[inline(never)]
     fn classified(&mut self, start: usize, end: usize) -> Result<(usize, usize, Option<u8>), ()> {
-        let class = classify(&self.input[start + 1..end - 1]);
-        if class & G_CONTROL != 0 {
-            return Err(());
-        }
+        let content = &self.input[start + 1..end - 1];
+        let class = checked_class(content)?;
         self.pos = end;
         Ok((start, end, Some(class)))
     }
@@ -491,8 +504,8 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
         let mut class = 0u8;
         for (i, &b) in input[..limit].iter().enumerate().skip(start + 1) {
             if b == b'"' {
-                if class & G_CONTROL != 0 {
-                    return Err(());
+                if class & (G_CONTROL | G_HIGH) != 0 {
+                    checked_class(&input[start + 1..i])?;
                 }
                 self.pos = i + 1;
                 return Ok((start, i + 1, Some(class)));
@@ -516,23 +529,22 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
                 return Err(());
             }
         };
-        let class = classify(&self.input[start + 1..end - 1]);
-        if class & G_CONTROL != 0 {
-            return Err(());
-        }
+        let class = checked_class(&self.input[start + 1..end - 1])?;
         self.pos = end;
         Ok((start, end, (!escaped).then_some(class)))
     }
 
-    /// The decoded text of a string token. Escapes (rare) are decoded by serde_json itself,
-    /// so what is accepted (surrogate pairs, lone surrogates) is exactly what it accepts.
-    fn decode(&self, start: usize, end: usize, class: Option<u8>) -> Result<Cow<'a, str>, ()> {
+    /// The decoded text of a string token (valid UTF-8). Escapes (rare) are decoded by
+    /// serde_json itself, so what is accepted (surrogate pairs, lone surrogates) is exactly
+    /// what it accepts; without escapes the text is the token's bytes, whose UTF-8 was
+    /// checked when it was scanned (`checked_class`).
+    fn decode(&self, start: usize, end: usize, class: Option<u8>) -> Result<Cow<'a, [u8]>, ()> {
         if class.is_none() {
             serde_json::from_slice::<String>(&self.input[start..end])
-                .map(Cow::Owned)
+                .map(|s| Cow::Owned(s.into_bytes()))
                 .map_err(|_| ())
         } else {
-            Ok(Cow::Borrowed(&self.text[start + 1..end - 1]))
+            Ok(Cow::Borrowed(&self.input[start + 1..end - 1]))
         }
     }
 
@@ -1006,6 +1018,55 @@ mod tests {
         }
     }
 
+    /// UTF-8 is checked per string, not over the whole document first: every invalid
+    /// sequence in a key or value (short, long, escaped) is still refused, and a non-ASCII
+    /// byte outside a string too.
+    #[test]
+    fn invalid_utf8_is_refused_where_serde_json_refuses_it() {
+        let bad: &[&[u8]] = &[
+            b"\xff",
+            b"\xc3",
+            b"\xc0\xaf",
+            b"\xed\xa0\x80",
+            b"\xe9t\xe9",
+            b"\xf4\x90\x80\x80",
+        ];
+        let good: &[&[u8]] = &["é".as_bytes(), "日本".as_bytes(), "😀".as_bytes()];
+        for (seq, valid) in bad
+            .iter()
+            .map(|b| (b, false))
+            .chain(good.iter().map(|g| (g, true)))
+        {
+            for pad in [0usize, 5, 14, 15, 16, 17, 30] {
+                let filler = "a".repeat(pad);
+                for (before, after) in [
+                    ("[\"", "\"]"),
+                    ("{\"", "\":1}"),
+                    ("{\"k\":\"", "\"}"),
+                    ("[\"\\n", "\"]"),
+                    ("[\"1234", "\"]"),
+                    ("[1,", "]"),
+                ] {
+                    let mut doc = before.as_bytes().to_vec();
+                    doc.extend_from_slice(filler.as_bytes());
+                    doc.extend_from_slice(seq);
+                    doc.extend_from_slice(filler.as_bytes());
+                    doc.extend_from_slice(after.as_bytes());
+                    let serde_ok = serde_json::from_slice::<Value>(&doc).is_ok();
+                    let mut stats = SanitizeStats::default();
+                    let ours = sanitize(&sanitizers()[0], doc.clone(), &mut stats);
+                    assert_eq!(ours.is_ok(), serde_ok, "{doc:?}");
+                    if before != "[1," {
+                        assert_eq!(serde_ok, valid, "{doc:?}");
+                    }
+                    if let Ok(out) = ours {
+                        assert!(std::str::from_utf8(&out).is_ok());
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn sensitive_members_are_replaced_whole_and_the_rest_is_copied() {
         let input = br#" { "user": {"password": {"a": [1, "x"]}, "pwd": null},
@@ -1030,16 +1091,16 @@ mod tests {
     struct Untouched;
 
     impl Rewrite for Untouched {
-        fn key(&mut self, _: &str, _: Option<u8>) -> KeyAction {
+        fn key(&mut self, _: &[u8], _: Option<u8>) -> KeyAction {
             KeyAction {
                 key: None,
                 value: None,
             }
         }
-        fn string(&mut self, _: &str, _: Option<u8>) -> Option<String> {
+        fn string(&mut self, _: &[u8], _: Option<u8>) -> Option<String> {
             None
         }
-        fn integer(&mut self, _: &str) -> Option<String> {
+        fn integer(&mut self, _: &[u8]) -> Option<String> {
             None
         }
         fn replaced(&mut self, _: Kind) {}
@@ -1055,23 +1116,23 @@ mod tests {
         #[test]
         fn chunked_string_scan_equals_the_byte_scan(
             body in prop_oneof![
-                "[a-z ]{0,40}",
-                "[a-zA-Z0-9 @%:=J.-]{0,40}",
-                "[a-z\"\\\\\u{1}\u{1f}0-9]{0,40}",
-                any::<String>(),
+                "[a-z ]{0,40}".prop_map(String::into_bytes),
+                "[a-zA-Z0-9 @%:=J.-]{0,40}".prop_map(String::into_bytes),
+                "[a-z\"\\\\\u{1}\u{1f}0-9]{0,40}".prop_map(String::into_bytes),
+                any::<String>().prop_map(String::into_bytes),
+                // Not UTF-8: the scans must refuse the same strings.
+                proptest::collection::vec(any::<u8>(), 0..40),
             ],
             pad in 0usize..20,
             tail in "[a-z\",:}\\]\\\\ ]{0,24}",
         ) {
             let mut input = " ".repeat(pad).into_bytes();
             input.push(b'"');
-            input.extend_from_slice(body.as_bytes());
+            input.extend_from_slice(&body);
             input.extend_from_slice(tail.as_bytes());
-            let text = std::str::from_utf8(&input).expect("utf8");
             let mut r = Untouched;
             let mut w = Walker {
                 input: &input,
-                text,
                 pos: pad,
                 out: Vec::new(),
                 copied: 0,

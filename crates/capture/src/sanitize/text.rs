@@ -340,6 +340,10 @@ pub(crate) const G_ANY_RULE: u8 = G_DIGIT | G_JWT | G_AT | G_KV;
 /// A raw control character (refused inside JSON strings).
 pub(crate) const G_CONTROL: u8 = 32;
 
+/// A byte of a multi-byte UTF-8 sequence (or not UTF-8 at all): the JSON walker validates
+/// only the strings holding one, instead of the whole document up front.
+pub(crate) const G_HIGH: u8 = 64;
+
 /// Which of the bytes the built-in rules need occur at all (`G_*` bits). Every built-in rule
 /// needs one of them: numeric rules a digit, JWTs a `J`, emails `@`/`%`, the keyed rule
 /// `:`/`=`.
@@ -384,6 +388,9 @@ const fn class(b: u8) -> u8 {
     }
     if b < 0x20 {
         c |= G_CONTROL;
+    }
+    if b >= 0x80 {
+        c |= G_HIGH;
     }
     c
 }
