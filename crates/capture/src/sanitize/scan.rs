@@ -232,6 +232,92 @@ pub(crate) fn digit_run(t: &[u8], from: usize) -> Option<(usize, usize)> {
     None
 }
 
+/// A byte of an email's local part: `[A-Za-z0-9._%+\-]`.
+#[inline(always)]
+fn local_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
+}
+
+/// `[A-Za-z0-9._%+\-]+(?:@|%40)[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`
+///
+/// Every match has an `@` or a `%40`, so the search jumps between those. Around one, the
+/// candidate starts are the run of local-part bytes holding it: a start inside the run only
+/// has fewer separators to its right than the run's first byte (the domain's match does not
+/// depend on the start), so the run's first byte is the leftmost start if any is. From it, the
+/// separators are tried right to left (the local part is greedy): an `@` ending the run, then
+/// each `%40` inside it.
+pub(crate) fn email(t: &[u8], from: usize) -> Option<(usize, usize)> {
+    // No start before `lo`: `from`, or the end of a run that held no match.
+    let mut lo = from;
+    let mut i = from;
+    while let Some(k) = t.get(i..).and_then(|r| memchr::memchr2(b'@', b'%', r)) {
+        let p = i + k;
+        if t[p] == b'%' && !t[p..].starts_with(b"%40") {
+            i = p + 1;
+            continue;
+        }
+        let mut start = p;
+        while start > lo && local_byte(t[start - 1]) {
+            start -= 1;
+        }
+        // `%` is a local-part byte: the run goes on past a `%40`; an `@` ends it.
+        let mut end = p;
+        while end < t.len() && local_byte(t[end]) {
+            end += 1;
+        }
+        if end > start
+            && t.get(end) == Some(&b'@')
+            && let Some(e) = email_domain(t, end + 1)
+        {
+            return Some((start, e));
+        }
+        let mut q = end;
+        while q >= start + 4 {
+            q -= 1;
+            // `%40` at q - 2, with a non-empty local part before it.
+            if t[q - 2..=q] == *b"%40"
+                && let Some(e) = email_domain(t, q + 1)
+            {
+                return Some((start, e));
+            }
+        }
+        lo = end + 1;
+        i = lo;
+    }
+    None
+}
+
+/// The end of `L(?:\.L)*\.[A-Za-z]{2,}` at `q`, where `L` is a DNS label
+/// (`[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?`). A label can only be followed by the dot
+/// the pattern needs when it is its whole `[A-Za-z0-9-]` run (and that run ends in a letter
+/// or digit), so the labels form one chain; the greedy repetition takes the last dot of the
+/// chain that is followed by two letters or more, and the letters run to their end.
+fn email_domain(t: &[u8], q: usize) -> Option<usize> {
+    let mut best = None;
+    let mut pos = q;
+    while t.get(pos).is_some_and(u8::is_ascii_alphanumeric) {
+        let mut e = pos + 1;
+        while t
+            .get(e)
+            .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            e += 1;
+        }
+        if t[e - 1] == b'-' || t.get(e) != Some(&b'.') {
+            break;
+        }
+        let letters = t[e + 1..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphabetic())
+            .count();
+        if letters >= 2 {
+            best = Some(e + 1 + letters);
+        }
+        pos = e + 1;
+    }
+    best
+}
+
 /// All matches of `find` in `t`, left to right (what `Regex::find_iter` gives: none of
 /// these patterns matches the empty string).
 pub(crate) fn find_iter(find: Finder, t: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
@@ -326,7 +412,11 @@ mod tests {
     }
 
     fn check(t: &[u8]) -> Result<(), TestCaseError> {
-        for (pattern, re, find) in reference() {
+        check_with(t, reference())
+    }
+
+    fn check_with(t: &[u8], finders: Vec<(&str, Regex, Finder)>) -> Result<(), TestCaseError> {
+        for (pattern, re, find) in finders {
             let want: Vec<(usize, usize)> = re.find_iter(t).map(|m| (m.start(), m.end())).collect();
             let got: Vec<(usize, usize)> = find_iter(find, t).collect();
             prop_assert_eq!(got, want, "{} on {:?}", pattern, String::from_utf8_lossy(t));
@@ -359,8 +449,91 @@ mod tests {
         }
     }
 
+    /// The email regex the email finder replaced.
+    fn email_reference() -> Vec<(&'static str, Regex, Finder)> {
+        let p = r"[A-Za-z0-9._%+\-]+(?:@|%40)[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}";
+        vec![(p, Regex::new(p).expect("constant pattern"), email as Finder)]
+    }
+
+    /// Pieces of emails: local parts, separators (`@`, `%40` and broken ones), labels,
+    /// top-level domains too short or with digits, dashes where labels may not have them.
+    fn email_piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(
+                &[
+                    "ana",
+                    "ana.silva",
+                    "user+tag",
+                    "a_b",
+                    "x",
+                    "1",
+                    "@",
+                    "@@",
+                    "%40",
+                    "%4",
+                    "%",
+                    "40",
+                    ".",
+                    "..",
+                    "-",
+                    "--",
+                    "com",
+                    "co",
+                    "c",
+                    "br",
+                    "c0m",
+                    "a-b",
+                    "-a",
+                    "a-",
+                    "example.com",
+                    "example.com.br",
+                    "mail-1.example.org",
+                    "ana@example.com",
+                    "ana%40example.com",
+                    "a@b.c",
+                    "a@b.co.u",
+                    "a@b@c.com",
+                    " ",
+                    ",",
+                    "\"",
+                    "é",
+                    "Z9",
+                ][..]
+            )
+            .prop_map(String::from),
+            "[a-zA-Z0-9]{1,6}",
+            "[a-z0-9.@%-]{1,10}",
+            any::<char>().prop_map(String::from),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+
+        /// The email finder finds exactly the regex's matches (same ranges, same order, from
+        /// every start) on text built from email pieces, broken ones and arbitrary characters.
+        #[test]
+        fn email_finder_equals_the_regex(parts in proptest::collection::vec(email_piece(), 0..12)) {
+            check_with(parts.concat().as_bytes(), email_reference())?;
+        }
+
+        /// The same on arbitrary bytes from the characters the pattern uses.
+        #[test]
+        fn email_finder_equals_the_regex_on_dense_text(
+            t in proptest::collection::vec(
+                proptest::sample::select(&b"ab1.-_+@%40Z .@"[..]), 0..40)
+        ) {
+            check_with(&t, email_reference())?;
+        }
+    }
+
     #[test]
     fn finders_find_the_documented_shapes() {
+        assert_eq!(email(b"mail ana.silva@example.com.br!", 0), Some((5, 29)));
+        assert_eq!(email(b"to=ana%40example.com&x", 3), Some((3, 20)));
+        assert_eq!(email(b"a@b.co.u", 0), Some((0, 6)));
+        assert_eq!(email(b"a@b@c.com", 0), Some((2, 9)));
+        assert_eq!(email(b"a@b.c0m", 0), None);
         assert_eq!(doc_formatted(b"cpf 529.982.247-25", 0), Some((4, 18)));
         assert_eq!(doc_formatted(b"12.ABC.345/01DE-35", 0), Some((0, 18)));
         assert_eq!(cnpj_alnum(b"x12ABC34501DE35", 0), Some((1, 15)));
