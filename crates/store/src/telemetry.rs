@@ -260,21 +260,20 @@ pub async fn roll_up_step(
     } else {
         open_bucket - ROLLUP_MS
     };
-    walk_step(
-        conn,
-        (limit / PUSHES_PER_PROXY_BUCKET).max(1),
-        open_bucket,
-        last_bucket,
-    )
-    .await
+    walk_step(conn, limit.max(1), open_bucket, last_bucket).await
 }
 
-/// Moves the frontier past up to `proxies` proxies of its bucket, folding their pushes, if the
-/// bucket is not after `last_bucket`; past the last proxy, moves it to the next bucket holding
+/// Most proxies one walk step passes: a bucket most proxies sent nothing in (a quiet spell, a
+/// fleet mostly offline) is crossed in a few steps, not one per `limit / 10` proxies.
+const WALK_MAX_PROXIES: usize = 2_000;
+
+/// Moves the frontier past proxies of its bucket until about `wanted` pushes are folded (or
+/// [`WALK_MAX_PROXIES`] proxies are passed), if the bucket is not after `last_bucket`; past the
+/// last proxy, or at once if the bucket holds no push, moves it to the next bucket holding
 /// pushes (never past `open_bucket`, which may still receive pushes).
 async fn walk_step(
     conn: &mut AnyConnection,
-    proxies: usize,
+    wanted: usize,
     open_bucket: i64,
     last_bucket: i64,
 ) -> Result<RollupProgress> {
@@ -285,7 +284,7 @@ async fn walk_step(
     )))
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((bucket, after_proxy)) = frontier else {
+    let Some((bucket, mut after_proxy)) = frontier else {
         return Err(StoreError::Corrupt(
             "the roll-up frontier (the row of stats_fold_frontier) is missing; pushes are \
              claimed one by one until it is restored"
@@ -299,34 +298,90 @@ async fn walk_step(
     if bucket > last_bucket {
         return Ok(done);
     }
-    let ids: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM proxies WHERE id > $1 ORDER BY id LIMIT $2")
-            .bind(&after_proxy)
-            .bind(i64::try_from(proxies).unwrap_or(i64::MAX))
-            .fetch_all(&mut *conn)
-            .await?;
-    let Some(last_id) = ids.last() else {
-        if bucket >= open_bucket {
-            // Every proxy of the open bucket is passed: its later pushes are pending.
-            return Ok(done);
+    if after_proxy.is_empty() {
+        let any: Option<i64> =
+            sqlx::query_scalar("SELECT ts FROM stats_push WHERE ts >= $1 AND ts < $2 LIMIT 1")
+                .bind(bucket)
+                .bind(bucket + ROLLUP_MS)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if any.is_none() {
+            return next_bucket(conn, bucket, open_bucket).await;
         }
-        let next: Option<i64> = sqlx::query_scalar("SELECT MIN(ts) FROM stats_push WHERE ts >= $1")
-            .bind(bucket + ROLLUP_MS)
-            .fetch_one(&mut *conn)
-            .await?;
-        let next_bucket = next
-            .map(|ts| ts - ts.rem_euclid(ROLLUP_MS))
-            .unwrap_or(open_bucket)
-            .clamp(bucket + ROLLUP_MS, open_bucket.max(bucket + ROLLUP_MS));
-        sqlx::query("UPDATE stats_fold_frontier SET bucket = $1, after_proxy = '' WHERE id = 1")
-            .bind(next_bucket)
-            .execute(&mut *conn)
-            .await?;
+    }
+    let per_query = (wanted / PUSHES_PER_PROXY_BUCKET).clamp(1, WALK_MAX_PROXIES);
+    let mut rows: Vec<(String, i64, String)> = Vec::new();
+    let mut passed = 0;
+    while rows.len() < wanted && passed < WALK_MAX_PROXIES {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM proxies WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(&after_proxy)
+                .bind(per_query as i64)
+                .fetch_all(&mut *conn)
+                .await?;
+        let Some(last_id) = ids.last().cloned() else {
+            break;
+        };
+        rows.extend(pushes_of(conn, sqlite, bucket, &ids).await?);
+        passed += ids.len();
+        after_proxy = last_id;
+    }
+    if passed == 0 {
+        // Every proxy of the bucket is passed.
+        return next_bucket(conn, bucket, open_bucket).await;
+    }
+    let pushes = decode_rows(rows);
+    add_rollups(conn, &fold_rollups(&pushes)).await?;
+    sqlx::query("UPDATE stats_fold_frontier SET after_proxy = $1 WHERE id = 1")
+        .bind(&after_proxy)
+        .execute(&mut *conn)
+        .await?;
+    Ok(RollupProgress {
+        pushes: pushes.len(),
+        done: false,
+    })
+}
+
+/// The frontier's bucket is walked: moves the frontier to the next bucket holding pushes, never
+/// past the open bucket. The open bucket itself stays where it is: its later pushes are pending
+/// for the proxies passed, and awaiting the walk for the others.
+async fn next_bucket(
+    conn: &mut AnyConnection,
+    bucket: i64,
+    open_bucket: i64,
+) -> Result<RollupProgress> {
+    if bucket >= open_bucket {
         return Ok(RollupProgress {
             pushes: 0,
-            done: false,
+            done: true,
         });
-    };
+    }
+    let next: Option<i64> = sqlx::query_scalar("SELECT MIN(ts) FROM stats_push WHERE ts >= $1")
+        .bind(bucket + ROLLUP_MS)
+        .fetch_one(&mut *conn)
+        .await?;
+    let upper = open_bucket.max(bucket + ROLLUP_MS);
+    let next_bucket = next
+        .map(|ts| ts - ts.rem_euclid(ROLLUP_MS))
+        .unwrap_or(upper)
+        .clamp(bucket + ROLLUP_MS, upper);
+    sqlx::query("UPDATE stats_fold_frontier SET bucket = $1, after_proxy = '' WHERE id = 1")
+        .bind(next_bucket)
+        .execute(&mut *conn)
+        .await?;
+    Ok(RollupProgress {
+        pushes: 0,
+        done: false,
+    })
+}
+
+/// The pushes of `ids` in `bucket` that await the walk, by primary key.
+async fn pushes_of(
+    conn: &mut AnyConnection,
+    sqlite: bool,
+    bucket: i64,
+    ids: &[String],
+) -> Result<Vec<(String, i64, String)>> {
     // SQLite gets anonymous placeholders only (see `values_list`).
     let (range, placeholders) = if sqlite {
         (
@@ -348,20 +403,10 @@ async fn walk_step(
     )))
     .bind(bucket)
     .bind(bucket + ROLLUP_MS);
-    for id in &ids {
+    for id in ids {
         q = q.bind(id);
     }
-    let rows = q.fetch_all(&mut *conn).await?;
-    let pushes = decode_rows(rows);
-    add_rollups(conn, &fold_rollups(&pushes)).await?;
-    sqlx::query("UPDATE stats_fold_frontier SET after_proxy = $1 WHERE id = 1")
-        .bind(last_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(RollupProgress {
-        pushes: pushes.len(),
-        done: false,
-    })
+    Ok(q.fetch_all(&mut *conn).await?)
 }
 
 /// Stored pushes as [`NewPush`]es. A row that does not decode is reported and left out: its

@@ -553,6 +553,39 @@ async fn a_bounded_roll_up_takes_closed_buckets_only(pg: bool) {
     }
 }
 
+/// Buckets nobody pushed in are skipped in one step, and a bucket few proxies pushed in is
+/// crossed a couple of thousand proxies a step, not `limit / 10` of them.
+async fn empty_and_sparse_buckets_are_crossed_in_few_steps(pg: bool) {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = open(pg, dir.path()).await;
+    let ids = proxies(&db, 2500).await;
+    let mut sorted = ids.clone();
+    sorted.sort();
+    let bucket = 20 * ROLLUP_MS;
+    let all: Vec<NewPush> = [&sorted[3], &sorted[2100]]
+        .into_iter()
+        .map(|id| NewPush {
+            proxy_id: id.clone(),
+            ts: bucket + 1000,
+            metrics: vec![("m0".into(), 1.0)],
+        })
+        .collect();
+    insert(&db, &all).await;
+    let mut steps = Vec::new();
+    loop {
+        let p = step(&db, 500, 30 * ROLLUP_MS, false).await;
+        if p.done {
+            break;
+        }
+        steps.push(p.pushes);
+    }
+    // Empty buckets 1..20 skipped at once; 2,000 proxies (one push), the other 500 (one
+    // push); then on to the open bucket.
+    assert_eq!(steps, vec![0, 1, 1, 0], "{steps:?}");
+    assert_eq!(unfolded(&db).await, 0);
+    check_m0(&db, &[sorted[3].clone(), sorted[2100].clone()], &all).await;
+}
+
 /// The m0 rollups of every proxy equal one in-memory fold of `all`.
 async fn check_m0(db: &Db, ids: &[String], all: &[NewPush]) {
     let mut conn = db.pool().acquire().await.expect("conn");
@@ -572,5 +605,6 @@ both!(
     an_interrupted_roll_up_leaves_the_pushes_unfolded,
     a_resent_push_replaces_the_stored_one,
     migration_keeps_samples_stored_before_it,
-    a_large_backlog_is_folded_in_full_steps
+    a_large_backlog_is_folded_in_full_steps,
+    empty_and_sparse_buckets_are_crossed_in_few_steps
 );
