@@ -42,6 +42,9 @@ const JOURNAL: &str = "apply-journal.json";
 const STAGING: &str = ".apm-staging";
 /// Pause between two wake-ups of traffic_manager while a reload shows no line for a file.
 const WAKE_INTERVAL: Duration = Duration::from_secs(1);
+/// Wake-ups after a records.config change was confirmed (traffic_manager queues the new
+/// values within 5 s).
+const RECORDS_WAKES: usize = 7;
 
 /// How an apply waits and what it may do.
 #[derive(Debug, Clone)]
@@ -449,6 +452,19 @@ impl Applier {
             if !alarms.is_empty() {
                 return Err(ReloadFailure::Rejected(alarms));
             }
+        }
+        if ats == AtsMajor::V9 && changed.iter().any(|f| f == "records.config") {
+            // traffic_manager's line confirms records.config, but the new values reach
+            // traffic_server by the same queue as a `config set` (queued within 5 s, then sent
+            // only when woken), and traffic_server logs nothing when it takes them. Keep
+            // waking for a while without holding up the apply.
+            let ctl = self.ctl.clone();
+            tokio::spawn(async move {
+                for _ in 0..RECORDS_WAKES {
+                    tokio::time::sleep(WAKE_INTERVAL).await;
+                    let _ = ctl.wake_manager().await;
+                }
+            });
         }
         Ok(())
     }

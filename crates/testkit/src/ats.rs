@@ -581,6 +581,18 @@ impl AtsInstance {
         }
     }
 
+    /// Makes traffic_manager pass queued record changes (a `config set`, or the "file
+    /// changed" record behind a reload) on to traffic_server now. ATS 9.2's traffic_manager
+    /// forwards them only when its traffic_server socket has been quiet for a second or
+    /// another management event wakes it; traffic_server's stats pushes keep that socket
+    /// busy, so on a loaded host a change can wait for minutes. A plugin message with a tag
+    /// no plugin listens to is such an event and changes nothing else. Repeat it until the
+    /// change shows: traffic_manager queues a change up to 5 s after it was made.
+    pub fn wake_manager(&self) -> Result<(), AtsError> {
+        self.traffic_ctl(&["plugin", "msg", "apm-testkit.wake", "wake"])
+            .map(|_| ())
+    }
+
     /// `traffic_ctl config reload`. Asynchronous in ATS: it returns at once and the files are
     /// re-read seconds later; use [`AtsInstance::reload_and_wait`] to know when.
     pub fn reload(&self) -> Result<(), AtsError> {
@@ -600,9 +612,11 @@ impl AtsInstance {
         // traffic_manager logs the change, traffic_server never re-reads). As the agent does,
         // give the files a new mtime and ask again when nothing has started loading.
         const NUDGE_AFTER: Duration = Duration::from_secs(8);
+        const WAKE_EVERY: Duration = Duration::from_secs(1);
         let offset = file_len(&self.diags_log_path());
         let started = Instant::now();
         let mut last_ask = started;
+        let mut last_wake = started;
         self.reload()?;
         loop {
             let lines = self.diags_lines_since(offset);
@@ -613,6 +627,10 @@ impl AtsInstance {
             });
             if confirmed {
                 return Ok(lines);
+            }
+            if last_wake.elapsed() >= WAKE_EVERY {
+                let _ = self.wake_manager();
+                last_wake = Instant::now();
             }
             let loading = lines.iter().any(|l| l.contains(" loading ..."));
             if !loading && last_ask.elapsed() >= NUDGE_AFTER {
