@@ -228,6 +228,8 @@ pub struct FleetCtx {
     pub stats_interval: Duration,
     /// ATS version the agents report (picks the rendering).
     pub ats_version: &'static str,
+    /// Longest simulated apply before an ACK (uniformly random up to it).
+    pub apply_time: Duration,
 }
 
 /// The sync path of one agent's request.
@@ -329,6 +331,13 @@ pub async fn sync_loop(ctx: Arc<FleetCtx>, index: usize, id: Arc<Identity>, mut 
             ("bundle", Some(new)) => {
                 rec.note_hash(index, &new);
                 rec.bundles.fetch_add(1, Ordering::Relaxed);
+                if !ctx.apply_time.is_zero() {
+                    pause(
+                        &mut mode_rx,
+                        ctx.apply_time.mul_f64(rand::random_range(0.0..1.0_f64)),
+                    )
+                    .await;
+                }
                 let body = json!({"hostname": id.hostname, "hash": new, "status": "ok"});
                 let req = request(
                     Method::POST,

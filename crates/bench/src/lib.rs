@@ -102,6 +102,10 @@ pub struct FleetOptions {
     pub stats_window: Duration,
     /// Skip the polling baseline (its propagation is then reported as empty).
     pub skip_polling: bool,
+    /// Longest simulated apply: each agent waits a random time up to this long between
+    /// receiving a new bundle and its ACK (and next sync), as the real agent writes the files,
+    /// reloads ATS and waits for the reload to be confirmed. Zero: ACK at once.
+    pub apply_time: Duration,
     /// Transport.
     pub transport: TransportChoice,
     /// Concurrent enrollments.
@@ -133,6 +137,7 @@ impl FleetOptions {
             stats_interval: Duration::from_secs(30),
             stats_window: Duration::from_secs(60),
             skip_polling: false,
+            apply_time: Duration::ZERO,
             transport: TransportChoice::Auto,
             enroll_concurrency: 32,
             ceiling_secs: 5.0,
@@ -401,6 +406,7 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
         rec: rec.clone(),
         stats_interval: opts.stats_interval,
         ats_version: "9.2.5",
+        apply_time: opts.apply_time,
     });
     let mut shared: Vec<Arc<SharedH2>> = Vec::new();
     let mut handles = Vec::with_capacity(2 * n);
@@ -455,6 +461,7 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
         })
         .await;
         polling.settle_secs = secs(phase_start.elapsed());
+        polling.apply_time_ms = opts.apply_time.as_secs_f64() * 1000.0;
         v += 1;
         let hash = admin
             .edit_policy(&config_id, &policy_with_rule(&template, &format!("v{v}")))
@@ -535,6 +542,7 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
         Percentiles::default()
     };
     long_poll.settle_secs = secs(phase_start.elapsed());
+    long_poll.apply_time_ms = opts.apply_time.as_secs_f64() * 1000.0;
     v += 1;
     let hash = admin
         .edit_policy(&config_id, &policy_with_rule(&template, &format!("v{v}")))

@@ -75,6 +75,8 @@ pub struct Phase {
     pub interval_secs: f64,
     /// Seconds the fleet ran before the approval.
     pub settle_secs: f64,
+    /// Longest simulated apply before each ACK, ms (0: ACK at once).
+    pub apply_time_ms: f64,
     /// Latency of the approve request itself.
     pub approve_ms: f64,
     /// Agents that received the new hash.
@@ -258,6 +260,15 @@ pub fn markdown(r: &FleetResult) -> String {
         &mut s,
         "long-poll: agents with the new hash",
         format!("{} of {}", r.long_poll.received, r.agents),
+    );
+    row(
+        &mut s,
+        "simulated apply before each ACK",
+        if r.long_poll.apply_time_ms > 0.0 {
+            format!("random, up to {:.0} ms", r.long_poll.apply_time_ms)
+        } else {
+            "none (ACK at once)".to_owned()
+        },
     );
     row(
         &mut s,

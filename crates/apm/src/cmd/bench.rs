@@ -70,6 +70,11 @@ pub struct FleetArgs {
     /// Skip the plain-polling baseline.
     #[arg(long)]
     skip_polling: bool,
+    /// Longest simulated ATS apply: each agent waits a random time up to this between receiving
+    /// a new bundle and its ACK, as the real agent reloads ATS and confirms the reload first
+    /// (0: ACK at once, the heaviest burst for the server).
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    apply_time: Duration,
     /// Client transport.
     #[arg(long, value_enum, default_value = "auto")]
     transport: TransportArg,
@@ -144,6 +149,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             o.stats_interval = a.stats_interval;
             o.stats_window = a.stats_window;
             o.skip_polling = a.skip_polling;
+            o.apply_time = a.apply_time;
             o.transport = match a.transport {
                 TransportArg::Auto => TransportChoice::Auto,
                 TransportArg::Http1 => TransportChoice::Http1,
