@@ -8,7 +8,8 @@
 //! 2. the new files are written and fsynced in `CONFIG_DIR/.apm-staging/`;
 //! 3. `apply-journal.json` is written (atomic): from here on the config dir may hold a mix;
 //! 4. each staged file is renamed over its target, then the config dir is fsynced;
-//! 5. `traffic_ctl config reload`, and the reload is confirmed from the logs;
+//! 5. `traffic_ctl config reload`, and the reload is confirmed from the logs (waking ATS 9's
+//!    traffic_manager every second until each file shows, see [`TrafficCtl::wake_manager`]);
 //! 6. on success the journal is removed; on failure the backup is put back (temp + rename per
 //!    file), ATS reloads it (or, after the 9.2 loader hang, traffic_server is restarted), and
 //!    then the journal is removed.
@@ -54,8 +55,9 @@ pub struct ApplySettings {
     pub confirm_timeout: Duration,
     /// A file still "loading ..." this long after its first line is the 9.2 loader hang.
     pub hang_timeout: Duration,
-    /// With no log line yet after this long, the changed files get a new mtime and the reload
-    /// is requested again.
+    /// A changed file with no log line yet after this long gets a new mtime and the reload is
+    /// requested again (traffic_manager is also woken every second meanwhile; see
+    /// [`TrafficCtl::wake_manager`]).
     pub nudge_interval: Duration,
     /// How long to wait for traffic_server after a restart.
     pub restart_timeout: Duration,
