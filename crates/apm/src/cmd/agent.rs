@@ -280,6 +280,21 @@ fn fmt_ms(ms: Option<i64>) -> String {
     }
 }
 
+/// The status line of an open log-capture window: an operator must see when ATS has not taken
+/// the debug settings, since no debug line flows until it has.
+fn capture_line(c: &apm_agent::state::CaptureState) -> String {
+    let taken = match c.confirmed_ms {
+        Some(t) => format!("ATS took the debug settings at {}", fmt_ms(Some(t))),
+        None => {
+            "ATS has NOT confirmed the debug settings yet: no debug lines until it does".to_owned()
+        }
+    };
+    format!(
+        "log capture open until {}; {taken}",
+        fmt_ms(Some(c.until_ms))
+    )
+}
+
 fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if !args.state_dir.is_dir() {
         eprintln!(
@@ -320,9 +335,40 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("ack not yet delivered: {} {:?}", a.hash, a.status);
     }
     if let Some(c) = &state.capture {
-        println!("log capture open until {}", fmt_ms(Some(c.until_ms)));
+        println!("{}", capture_line(c));
     }
     let credential = dir.credential().ok().flatten().is_some();
     println!("enrolled:      {}", if credential { "yes" } else { "no" });
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_capture_line_says_whether_ats_took_the_settings() {
+        let mut c = apm_agent::state::CaptureState {
+            id: None,
+            until_ms: 1_700_000_300_000,
+            previous_enabled: "0".into(),
+            previous_tags: String::new(),
+            offsets: Default::default(),
+            raised_offset: Some(0),
+            confirmed_ms: None,
+        };
+        let line = capture_line(&c);
+        assert!(
+            line.contains(&apm_agent::format_utc(1_700_000_300_000)),
+            "{line}"
+        );
+        assert!(line.contains("NOT confirmed"), "{line}");
+        c.confirmed_ms = Some(1_700_000_012_000);
+        let line = capture_line(&c);
+        assert!(
+            line.contains("took the debug settings at")
+                && line.contains(&apm_agent::format_utc(1_700_000_012_000)),
+            "{line}"
+        );
+    }
 }
