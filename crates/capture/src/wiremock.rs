@@ -888,7 +888,7 @@ mod tests {
 
     use super::*;
     use crate::sanitize::Kind;
-    use crate::sanitize::stream::{KeyAction, Rewrite, rewrite};
+    use crate::sanitize::stream::{KeyAction, NameCache, Rewrite, rewrite};
 
     #[test]
     fn marker_regexes() {
@@ -948,7 +948,12 @@ mod tests {
                 .collect();
             let json = format!("{{{}}}", members.join(","));
             let (scan, used) = with_placeholders(json.as_bytes());
-            let (walk, changed) = rewrite(json.clone().into_bytes(), &mut Placeholders).expect("json");
+            let (walk, changed) = rewrite(
+                json.clone().into_bytes(),
+                &mut Placeholders,
+                &mut NameCache::default(),
+            )
+            .expect("json");
             proptest::prop_assert_eq!(used, changed);
             let scan: Value = serde_json::from_slice(&scan).expect("json");
             let walk: Value = serde_json::from_slice(&walk).expect("json");

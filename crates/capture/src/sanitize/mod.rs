@@ -24,6 +24,7 @@ mod text;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::{Mutex, TryLockError};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -31,6 +32,7 @@ use time::OffsetDateTime;
 use crate::dedupe::{DedupeKey, dedupe_key};
 use crate::model::{Exchange, Header, Response, SourceRef};
 pub use body::{BodyContent, BodyLimits, JsonText, SanitizedBody};
+use stream::NameCache;
 use text::{CustomRule, TextRules};
 
 /// The kind of a replacement, used for counting.
@@ -207,10 +209,18 @@ impl SanitizerConfig {
 
 /// Removes customer data. Build once, use for every exchange (it holds compiled regexes;
 /// clones share them).
-#[derive(Clone)]
 pub struct Sanitizer {
     rules: TextRules,
     config: SanitizerConfig,
+    /// JSON member names decided before (see `stream::NameCache`). Each clone starts with
+    /// its own; a thread that finds it in use walks with an empty one instead of waiting.
+    names: Mutex<Box<NameCache>>,
+}
+
+impl Clone for Sanitizer {
+    fn clone(&self) -> Self {
+        Sanitizer::with_rules(self.rules.clone(), self.config.clone())
+    }
 }
 
 impl Sanitizer {
@@ -255,17 +265,30 @@ impl Sanitizer {
                 replacement: replacement.into_bytes(),
             });
         }
-        Ok(Sanitizer {
-            rules: TextRules::new(custom),
-            config,
-        })
+        Ok(Sanitizer::with_rules(TextRules::new(custom), config))
     }
 
     /// A sanitizer with only the built-in rules.
     pub fn builtin() -> Self {
+        Sanitizer::with_rules(TextRules::new(Vec::new()), SanitizerConfig::default())
+    }
+
+    fn with_rules(rules: TextRules, config: SanitizerConfig) -> Self {
         Sanitizer {
-            rules: TextRules::new(Vec::new()),
-            config: SanitizerConfig::default(),
+            rules,
+            config,
+            names: Mutex::new(Box::default()),
+        }
+    }
+
+    /// Runs `f` with this sanitizer's member-name cache (or an empty one while another
+    /// thread holds it).
+    pub(crate) fn with_names<T>(&self, f: impl FnOnce(&mut NameCache) -> T) -> T {
+        match self.names.try_lock() {
+            Ok(mut names) => f(&mut names),
+            // A panic elsewhere cannot leave an entry half written: the cache stays usable.
+            Err(TryLockError::Poisoned(p)) => f(&mut p.into_inner()),
+            Err(TryLockError::WouldBlock) => f(&mut NameCache::default()),
         }
     }
 

@@ -15,20 +15,115 @@ use std::borrow::Cow;
 use super::text::{CLASS, G_CONTROL, G_HIGH, G_NON_DIGIT, classify};
 use super::{Kind, SanitizeStats, Sanitizer};
 
-/// The cache slot of a member name: length and three of its bytes, mixed.
-#[inline(always)]
-fn key_slot(name: &[u8]) -> usize {
-    let n = name.len();
-    let (a, b, c) = match n {
-        0 => (0, 0, 0),
-        _ => (name[0], name[n / 2], name[n - 1]),
-    };
-    let h = (n as u32)
-        .wrapping_mul(0x9e37_79b9)
-        .wrapping_add(u32::from(a).wrapping_mul(0x85eb_ca6b))
-        .wrapping_add(u32::from(b).wrapping_mul(0xc2b2_ae35))
-        .wrapping_add(u32::from(c).wrapping_mul(0x27d4_eb2f));
-    (h >> 27) as usize % KEY_SLOTS
+/// Member names decided before, and what [`Rewrite::key`] said about their values: bodies
+/// repeat their names (one set per array element, and the same set document after
+/// document), so each distinct name is decided once for every document one sanitizer
+/// walks. Only answers that leave the name as it is are kept (they depend on the name's text
+/// and the sanitizer's rules alone). Two-way set-associative by a hash of the name; an entry holds the
+/// whole name (up to [`NAME_MAX`] bytes, compared in full on lookup).
+#[derive(Clone)]
+pub(crate) struct NameCache {
+    slots: [NameSlot; NAME_SLOTS],
+}
+
+/// Slots of the member-name cache.
+const NAME_SLOTS: usize = 128;
+
+/// Longest name the cache holds (longer ones are decided every time).
+const NAME_MAX: usize = 32;
+
+#[derive(Clone, Copy, Default)]
+struct NameSlot {
+    /// The name's bytes, zero-padded; `len` 0 marks an empty slot (the name's length + 1).
+    words: [u64; 4],
+    len: u8,
+    value: Option<Kind>,
+}
+
+/// A name as the cache keys it: its zero-padded bytes, length + 1 and slot.
+#[derive(Clone, Copy)]
+struct NameKey {
+    words: [u64; 4],
+    len: u8,
+    slot: usize,
+}
+
+impl Default for NameCache {
+    fn default() -> Self {
+        NameCache {
+            slots: [NameSlot::default(); NAME_SLOTS],
+        }
+    }
+}
+
+impl NameCache {
+    /// The key of the name `input[s..e]`, if the cache can hold it.
+    #[inline(always)]
+    fn key(input: &[u8], s: usize, e: usize) -> Option<NameKey> {
+        let n = e - s;
+        if n > NAME_MAX {
+            return None;
+        }
+        let mut words = [0u64; 4];
+        match input.get(s..s + 16) {
+            // Most names are short and lie sixteen bytes or more before the end of the
+            // document: two loads, and the bytes past the name masked off.
+            Some(b) if n <= 16 => {
+                let keep = |k: usize| u64::MAX.checked_shr(64 - 8 * k as u32).unwrap_or(0);
+                words[0] =
+                    u64::from_le_bytes(b[..8].try_into().unwrap_or_default()) & keep(n.min(8));
+                words[1] = u64::from_le_bytes(b[8..].try_into().unwrap_or_default())
+                    & keep(n.saturating_sub(8));
+            }
+            _ => {
+                for (i, &byte) in input[s..e].iter().enumerate() {
+                    words[i / 8] |= u64::from(byte) << (8 * (i % 8));
+                }
+            }
+        }
+        let h = words[0]
+            ^ words[1].rotate_left(17)
+            ^ words[2].rotate_left(31)
+            ^ words[3].rotate_left(47)
+            ^ n as u64;
+        // Two ways per set (an even slot and the next).
+        let slot = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57) as usize % NAME_SLOTS;
+        Some(NameKey {
+            words,
+            len: n as u8 + 1,
+            slot,
+        })
+    }
+
+    /// The decision for the name `input[s..e]`, if it was seen before.
+    #[inline(always)]
+    fn get(&self, input: &[u8], s: usize, e: usize) -> Option<Option<Kind>> {
+        let k = Self::key(input, s, e)?;
+        let hit = |e: &NameSlot| e.len == k.len && e.words == k.words;
+        let set = &self.slots[k.slot & !1..=k.slot | 1];
+        if hit(&set[0]) {
+            return Some(set[0].value);
+        }
+        hit(&set[1]).then_some(set[1].value)
+    }
+
+    /// Keeps the decision for the name `input[s..e]` (if the cache can hold it). Out of
+    /// line, and the key computed again: holding it across the decision cost more.
+    #[inline(never)]
+    fn put(&mut self, input: &[u8], s: usize, e: usize, value: Option<Kind>) {
+        let Some(k) = Self::key(input, s, e) else {
+            return;
+        };
+        // The newest name goes first in its set, the one it displaces second (and the
+        // second one, if any, out).
+        let first = k.slot & !1;
+        self.slots[first + 1] = self.slots[first];
+        self.slots[first] = NameSlot {
+            words: k.words,
+            len: k.len,
+            value,
+        };
+    }
 }
 
 /// Strings up to this many bytes are scanned byte by byte (see `Walker::string_token_general`).
@@ -53,8 +148,8 @@ fn scan16(c: &[u8; 16]) -> (u128, u128) {
     for i in 0..16 {
         let b = c[i];
         special[i] = if (b == b'"') | (b == b'\\') { 0xff } else { 0 };
-        marks[i] = if (b < 0x20)
-            | (b >= 0x80)
+        // Control characters and non-ASCII bytes: everything outside 0x20..0x80.
+        marks[i] = if (b.wrapping_sub(0x20) >= 0x60)
             | (b.wrapping_sub(b'0') <= b'@' - b'0')
             | (b == b'%')
             | (b == b'J')
@@ -163,15 +258,20 @@ pub(crate) fn sanitize(
         s,
         stats: SanitizeStats::default(),
     };
-    let (out, _) = rewrite(input, &mut r)?;
+    let (out, _) = s.with_names(|names| rewrite(input, &mut r, names))?;
     stats.merge(&r.stats);
     Ok(out)
 }
 
 /// Rewrites `input`. `Err` hands the input back when it is not a valid JSON document.
 /// `Ok((out, changed))`: `changed` is true when a key or value was replaced (not when only
-/// whitespace was dropped).
-pub(crate) fn rewrite<R: Rewrite>(input: Vec<u8>, r: &mut R) -> Result<(Vec<u8>, bool), Vec<u8>> {
+/// whitespace was dropped). `names` must only ever have been used with rewrites that decide
+/// keys as `r` does.
+pub(crate) fn rewrite<R: Rewrite>(
+    input: Vec<u8>,
+    r: &mut R,
+    names: &mut NameCache,
+) -> Result<(Vec<u8>, bool), Vec<u8>> {
     // UTF-8 is checked string by string (only strings holding a non-ASCII byte, see
     // `Walker::classified`): outside strings every byte must be ASCII grammar anyway.
     let mut w = Walker {
@@ -182,7 +282,7 @@ pub(crate) fn rewrite<R: Rewrite>(input: Vec<u8>, r: &mut R) -> Result<(Vec<u8>,
         edited: false,
         changed: false,
         r,
-        keys: [None; KEY_SLOTS],
+        names,
     };
     let ok = w.document().is_ok();
     if !ok {
@@ -207,15 +307,9 @@ struct Walker<'a, 'r, R> {
     edited: bool,
     changed: bool,
     r: &'r mut R,
-    /// Member names seen in this document that [`Rewrite::key`] left as they are, and what
-    /// it said about their values: bodies repeat their names (one set per array element),
-    /// so each distinct name is decided once. Direct-mapped by a cheap hash; an entry is the
-    /// name's byte range in `input` (compared in full on lookup) and the decision.
-    keys: [Option<(usize, usize, Option<Kind>)>; KEY_SLOTS],
+    /// Names decided before (in this document or an earlier one).
+    names: &'r mut NameCache,
 }
-
-/// Slots of the member-name cache.
-const KEY_SLOTS: usize = 32;
 
 type Step = Result<(), ()>;
 
@@ -366,17 +460,13 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
                 }
             } else if class.is_some() {
                 // Without escapes the name is its bytes: look it up before deciding.
-                let name = &self.input[start + 1..end - 1];
-                let slot = key_slot(name);
-                match self.keys[slot] {
-                    Some((s, e, value)) if self.input[s..e] == *name => {
-                        KeyAction { key: None, value }
-                    }
-                    _ => {
+                match self.names.get(self.input, start + 1, end - 1) {
+                    Some(value) => KeyAction { key: None, value },
+                    None => {
                         let key = self.decode(start, end, class)?;
                         let action = self.r.key(&key, class);
                         if action.key.is_none() {
-                            self.keys[slot] = Some((start + 1, end - 1, action.value));
+                            self.names.put(self.input, start + 1, end - 1, action.value);
                         }
                         action
                     }
@@ -962,6 +1052,66 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// The name cache a sanitizer keeps across documents changes nothing: a run of
+        /// documents through one sanitizer gives what each gives through a fresh clone
+        /// (whose cache is empty), output and counts, also with configured field names.
+        #[test]
+        fn name_cache_across_documents_equals_fresh_decisions(
+            docs in proptest::collection::vec((document(), any::<bool>()), 1..6),
+        ) {
+            for s in sanitizers() {
+                let shared = s.clone();
+                for (doc, pretty) in &docs {
+                    let text = if *pretty {
+                        serde_json::to_string_pretty(doc).expect("serialize")
+                    } else {
+                        serde_json::to_string(doc).expect("serialize")
+                    };
+                    let mut warm_stats = SanitizeStats::default();
+                    let warm = sanitize(&shared, text.clone().into_bytes(), &mut warm_stats);
+                    let mut cold_stats = SanitizeStats::default();
+                    let cold = sanitize(&s.clone(), text.into_bytes(), &mut cold_stats);
+                    prop_assert_eq!(warm, cold);
+                    prop_assert_eq!(warm_stats, cold_stats);
+                }
+            }
+        }
+    }
+
+    /// Names are compared in full by the cross-document cache: names that differ only in
+    /// their last byte, at the lengths where the cache's words split (16, 32) and past its
+    /// limit, at the very end of a document too, each get their own decision, document
+    /// after document.
+    #[test]
+    fn name_cache_tells_names_apart_by_every_byte() {
+        let s = Sanitizer::builtin();
+        for len in [1usize, 7, 8, 15, 16, 17, 31, 32, 33, 40] {
+            let stem = "n".repeat(len.saturating_sub(3));
+            let plain = format!("{stem}pwx");
+            let secret = format!("{stem}pwd");
+            for round in 0..3 {
+                for (a, b) in [(&plain, &secret), (&secret, &plain)] {
+                    let doc = format!(
+                        r#"{{"x":[{{"{a}":"v{round}"}},{{"{b}":"v{round}"}}],"{a}":"w","{b}":"w"}}"#
+                    );
+                    let mut stats = SanitizeStats::default();
+                    let out = sanitize(&s, doc.into_bytes(), &mut stats).expect("json");
+                    let out = String::from_utf8(out).expect("utf8");
+                    assert_eq!(stats.get("password"), 2, "{out}");
+                    assert!(out.contains(&format!(r#""{plain}":"v{round}""#)), "{out}");
+                    assert!(
+                        out.contains(&format!(r#""{secret}":"SANITIZED_PASSWORD""#)),
+                        "{out}"
+                    );
+                    assert!(out.contains(&format!(r#""{plain}":"w""#)), "{out}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn nesting_limit_matches_serde_json() {
         for depth in 120..135 {
@@ -1139,7 +1289,7 @@ mod tests {
                 edited: false,
                 changed: false,
                 r: &mut r,
-                keys: [None; KEY_SLOTS],
+                names: &mut NameCache::default(),
             };
             let chunked = w.string_token();
             let chunked_pos = w.pos;
