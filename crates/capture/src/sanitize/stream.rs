@@ -409,19 +409,49 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
-            b'-' | b'0'..=b'9' => {
-                let (start, end, plain) = self.number()?;
-                if emit && plain && end - start >= 11 {
-                    let digits = &self.input[start..end];
-                    if fits_u64(digits)
-                        && let Some(new) = self.r.integer(digits)
-                    {
-                        self.replace_with_string(start, end, &new);
+            b'0'..=b'9' => {
+                // Most numbers are plain integers (counts, prices, ids, timestamps): scanned
+                // here; a fraction, an exponent or hundreds of digits take `number`.
+                let input = self.input;
+                let start = self.pos;
+                let mut i = start + 1;
+                if input[start] != b'0' {
+                    while i < input.len() && input[i].is_ascii_digit() {
+                        i += 1;
                     }
+                }
+                if matches!(input.get(i), Some(b'.' | b'e' | b'E')) || i - start > 300 {
+                    return self.number_value(emit);
+                }
+                self.pos = i;
+                if emit && i - start >= 11 {
+                    self.long_integer(start, i);
                 }
                 Ok(())
             }
+            b'-' => self.number_value(emit),
             _ => Err(()),
+        }
+    }
+
+    /// A number value by the full grammar.
+    #[inline(never)]
+    fn number_value(&mut self, emit: bool) -> Step {
+        let (start, end, plain) = self.number()?;
+        if emit && plain && end - start >= 11 {
+            self.long_integer(start, end);
+        }
+        Ok(())
+    }
+
+    /// A plain integer of 11 digits or more: offered to the rewrite if it fits in a u64.
+    #[inline(never)]
+    fn long_integer(&mut self, start: usize, end: usize) {
+        let digits = &self.input[start..end];
+        if fits_u64(digits)
+            && let Some(new) = self.r.integer(digits)
+        {
+            self.replace_with_string(start, end, &new);
         }
     }
 
@@ -1153,6 +1183,14 @@ mod tests {
             "-0",
             "0e0",
             "\u{feff}{}",
+            "[0]",
+            "[00]",
+            "[0.5,1e3,12E-2,7]",
+            "[12.]",
+            "[12e]",
+            "{\"a\":123,\"b\":-0,\"c\":17630000000001}",
+            "18446744073709551616",
+            "99999999999999999999999999",
         ] {
             let serde_ok = serde_json::from_str::<Value>(doc).is_ok();
             let mut stats = SanitizeStats::default();
