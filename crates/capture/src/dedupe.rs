@@ -23,6 +23,11 @@ impl DedupeKey {
         hex_lower(&self.0)
     }
 
+    /// Appends the lower-case hex to `out` (no string of its own).
+    pub(crate) fn write_hex(&self, out: &mut Vec<u8>) {
+        push_hex(out, &self.0);
+    }
+
     /// A UUID-shaped id derived from the key (`n` distinguishes scenario states), stable
     /// across runs, so re-ingesting the same traffic overwrites rather than duplicates stubs.
     pub fn stub_id(&self, n: u32) -> String {
@@ -34,31 +39,36 @@ impl DedupeKey {
         b.copy_from_slice(&d[..16]);
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
-        let x = hex_lower(&b);
-        let mut id = String::with_capacity(36);
-        for (i, part) in [&x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32]]
+        // 8-4-4-4-12 hex digits, written into the id's own buffer.
+        let mut id = Vec::with_capacity(36);
+        for (i, part) in [&b[0..4], &b[4..6], &b[6..8], &b[8..10], &b[10..16]]
             .into_iter()
             .enumerate()
         {
             if i > 0 {
-                id.push('-');
+                id.push(b'-');
             }
-            id.push_str(part);
+            push_hex(&mut id, part);
         }
-        id
+        String::from_utf8(id).unwrap_or_default()
     }
 }
 
 /// Lower-case hex of `bytes` (what `hex::encode` gives, without building it char by char).
 fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = Vec::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    // Only ASCII hex digits were pushed.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
     for &b in bytes {
         out.push(DIGITS[usize::from(b >> 4)]);
         out.push(DIGITS[usize::from(b & 15)]);
     }
-    // Only ASCII hex digits were pushed.
-    String::from_utf8(out).unwrap_or_default()
 }
 
 impl fmt::Debug for DedupeKey {
@@ -238,6 +248,43 @@ mod tests {
             x.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         );
+    }
+
+    /// The id written group by group equals the form it replaced: the hex of the sixteen
+    /// bytes, split 8-4-4-4-12.
+    #[test]
+    fn stub_id_equals_the_hex_split_form() {
+        for n in 0u8..=255 {
+            let key = DedupeKey(std::array::from_fn(|i| {
+                n.wrapping_mul(31).wrapping_add(i as u8)
+            }));
+            for state in [0u32, 1, 7, u32::MAX] {
+                let mut h = Sha256::new();
+                h.update(key.0);
+                h.update(state.to_be_bytes());
+                let d = h.finalize();
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&d[..16]);
+                b[6] = (b[6] & 0x0f) | 0x40;
+                b[8] = (b[8] & 0x3f) | 0x80;
+                let x = hex::encode(b);
+                let want = format!(
+                    "{}-{}-{}-{}-{}",
+                    &x[0..8],
+                    &x[8..12],
+                    &x[12..16],
+                    &x[16..20],
+                    &x[20..32]
+                );
+                assert_eq!(key.stub_id(state), want);
+                let mut out = b"x".to_vec();
+                key.write_hex(&mut out);
+                assert_eq!(
+                    out,
+                    [b"x".as_slice(), hex::encode(key.0).as_bytes()].concat()
+                );
+            }
+        }
     }
 
     #[test]

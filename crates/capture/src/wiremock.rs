@@ -109,8 +109,16 @@ fn needs_escape(v: &[u8]) -> bool {
 }
 
 fn indent(out: &mut Vec<u8>, depth: usize) {
-    out.push(b'\n');
-    out.resize(out.len() + 2 * depth, b' ');
+    // A newline and up to 31 levels of indentation in one copy (mappings nest 8 deep).
+    const NEWLINE_AND_SPACES: &[u8; 63] =
+        b"\n                                                              ";
+    match NEWLINE_AND_SPACES.get(..1 + 2 * depth) {
+        Some(run) => out.extend_from_slice(run),
+        None => {
+            out.push(b'\n');
+            out.resize(out.len() + 2 * depth, b' ');
+        }
+    }
 }
 
 /// serde_json's pretty layout (two spaces, `"key": value`), written while the mapping is
@@ -259,8 +267,18 @@ fn metadata(
 ) {
     let captured = ex.captured_at().unwrap_or(fallback_time);
     w.open(b'{');
-    w.str("capturedAt", &captured.format(&Rfc3339).unwrap_or_default());
-    w.str("dedupeKey", &key.hex());
+    // Both written straight into the file (an RFC 3339 time and hex digits need no escapes).
+    w.lit("capturedAt");
+    w.out.push(b'"');
+    let mark = w.out.len();
+    if captured.format_into(&mut w.out, &Rfc3339).is_err() {
+        w.out.truncate(mark);
+    }
+    w.out.push(b'"');
+    w.lit("dedupeKey");
+    w.out.push(b'"');
+    key.write_hex(&mut w.out);
+    w.out.push(b'"');
     if let Some(host) = ex.host() {
         w.str("host", host);
     }
@@ -429,7 +447,10 @@ fn is_whole_marker(v: &str) -> bool {
 /// strings: a scan from quote to quote finds every string token without a full parse. A
 /// token followed by `:` is a key and stays as it is.
 fn with_placeholders(json: &[u8]) -> (Cow<'_, [u8]>, bool) {
-    let finder = memchr::memmem::Finder::new(MARKER.as_bytes());
+    // Built once: a searcher's set-up cost as much as the search in these short bodies.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MARKER.as_bytes()));
+    let finder = &*FINDER;
     let Some(first) = finder.find(json) else {
         return (Cow::Borrowed(json), false);
     };
@@ -565,29 +586,39 @@ fn response_headers(w: &mut Pretty, ex: &SanitizedExchange) {
 
 /// `get-v1-orders-1a2b3c4d.json`: readable, filesystem-safe, unique through the id.
 pub fn file_name(method: &str, path: &str, id: &str) -> String {
-    let mut slug: Vec<u8> = Vec::with_capacity(64);
+    let id = id.get(..8).unwrap_or(id);
+    // One buffer: the method, then the slug written in place and trimmed there.
+    let mut name: Vec<u8> = Vec::with_capacity(method.len() + 64 + id.len() + 7);
+    name.extend(method.bytes().map(|b| b.to_ascii_lowercase()));
+    name.push(b'-');
+    let slug_start = name.len();
     // Every non-ASCII character becomes one dash, as each of its bytes is non-alphanumeric
     // and dashes never repeat.
     for &b in path.as_bytes() {
         let b = b.to_ascii_lowercase();
         if b.is_ascii_alphanumeric() {
-            slug.push(b);
-        } else if slug.last() != Some(&b'-') {
-            slug.push(b'-');
+            name.push(b);
+        } else if name.len() == slug_start || name.last() != Some(&b'-') {
+            name.push(b'-');
         }
-        if slug.len() >= 60 {
+        if name.len() - slug_start >= 60 {
             break;
         }
     }
-    let slug = std::str::from_utf8(&slug).unwrap_or("").trim_matches('-');
-    let slug = if slug.is_empty() { "root" } else { slug };
-    let method = method.to_ascii_lowercase();
-    let id = id.get(..8).unwrap_or(id);
-    let mut name = String::with_capacity(method.len() + slug.len() + id.len() + 7);
-    for part in [method.as_str(), "-", slug, "-", id, ".json"] {
-        name.push_str(part);
+    if name.last() == Some(&b'-') && name.len() > slug_start {
+        name.pop();
     }
-    name
+    if name.get(slug_start) == Some(&b'-') {
+        name.remove(slug_start);
+    }
+    if name.len() == slug_start {
+        name.extend_from_slice(b"root");
+    }
+    name.push(b'-');
+    name.extend_from_slice(id.as_bytes());
+    name.extend_from_slice(b".json");
+    // The method and id are str, everything else ASCII.
+    String::from_utf8(name).unwrap_or_default()
 }
 
 #[cfg(test)]
