@@ -411,7 +411,11 @@ impl Sanitizer {
                         Header::new(h.name, "SANITIZED_HEADER")
                     }
                     None => {
-                        let value = self.text(&h.value, stats).into_owned();
+                        // An unchanged value keeps its string (no copy).
+                        let value = match self.text(&h.value, stats) {
+                            Cow::Owned(new) => new,
+                            Cow::Borrowed(_) => h.value,
+                        };
                         Header::new(h.name, value)
                     }
                 }
@@ -426,7 +430,12 @@ impl Sanitizer {
             if i > 0 {
                 out.push('/');
             }
-            let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+            // Most segments hold no escape: they are their own decoded text.
+            let decoded = if seg.contains('%') {
+                percent_encoding::percent_decode_str(seg).decode_utf8_lossy()
+            } else {
+                Cow::Borrowed(seg)
+            };
             let mut sanitized = self.text(&decoded, stats);
             if matches!(sanitized, Cow::Borrowed(_)) && decoded.contains('+') {
                 // Many clients write spaces in paths as '+': look at that reading too.
