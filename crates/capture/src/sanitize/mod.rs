@@ -382,19 +382,13 @@ impl Sanitizer {
             .into_iter()
             .map(|h| {
                 let name = h.name.as_bytes();
-                let has = |word: &[u8]| {
-                    name.windows(word.len())
-                        .any(|w| w.eq_ignore_ascii_case(word))
-                };
                 let kind = if name.eq_ignore_ascii_case(b"cookie")
                     || name.eq_ignore_ascii_case(b"set-cookie")
                 {
                     Some(Kind::Cookie)
                 } else if name.eq_ignore_ascii_case(b"authorization")
                     || name.eq_ignore_ascii_case(b"proxy-authorization")
-                    || has(b"key")
-                    || has(b"token")
-                    || has(b"secret")
+                    || names_a_secret(name)
                     || self
                         .config
                         .sensitive_headers
@@ -542,6 +536,21 @@ impl Sanitizer {
     ) -> SanitizedBody {
         body::sanitize(self, prepared, headers, stats)
     }
+}
+
+/// Whether a header name contains `key`, `token` or `secret` (any case), in one pass: only
+/// the bytes that can start one of them (`k`, `t`, `s`, any case) look further.
+fn names_a_secret(name: &[u8]) -> bool {
+    let at = |i: usize, word: &[u8]| {
+        name.get(i..i + word.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(word))
+    };
+    name.iter().enumerate().any(|(i, &b)| match b | 0x20 {
+        b'k' => at(i, b"key"),
+        b't' => at(i, b"token"),
+        b's' => at(i, b"secret"),
+        _ => false,
+    })
 }
 
 /// Characters escaped in a path segment we rebuild.
