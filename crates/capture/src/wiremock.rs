@@ -457,20 +457,15 @@ fn with_placeholders(json: &[u8]) -> (Cow<'_, [u8]>, bool) {
     let mut out = Vec::with_capacity(json.len() + 64);
     let mut copied = 0;
     let mut next_marker = Some(first);
-    let mut i = 0;
     while let Some(marker) = next_marker {
-        let Some(q) = memchr::memchr(b'"', &json[i..]) else {
+        // Markers only occur inside strings, so the string holding this one opens at the
+        // last quote before it that no backslash escapes: no scan from the start.
+        let Some(start) = opening_quote(json, marker) else {
             break;
         };
-        let start = i + q;
         let Some(end) = string_end(json, start) else {
             break;
         };
-        i = end;
-        if marker >= end {
-            continue;
-        }
-        // The marker lies inside this token; find the next one after it.
         next_marker = finder.find(&json[end..]).map(|k| end + k);
         let is_key = json[end..]
             .iter()
@@ -498,6 +493,20 @@ fn with_placeholders(json: &[u8]) -> (Cow<'_, [u8]>, bool) {
     }
     out.extend_from_slice(&json[copied..]);
     (Cow::Owned(out), true)
+}
+
+/// The position of the last quote before `at` that is not escaped (preceded by an even
+/// number of backslashes).
+fn opening_quote(json: &[u8], at: usize) -> Option<usize> {
+    let mut upto = at;
+    loop {
+        let q = memchr::memrchr(b'"', &json[..upto])?;
+        let backslashes = json[..q].iter().rev().take_while(|b| **b == b'\\').count();
+        if backslashes % 2 == 0 {
+            return Some(q);
+        }
+        upto = q;
+    }
 }
 
 /// The end (one past the closing quote) of the string token opening at `start`.
@@ -963,11 +972,13 @@ mod tests {
         fn placeholder_scan_equals_the_walker(
             doc in proptest::collection::vec(
                 (
-                    proptest::sample::select(&["k", "SANITIZED_EMAIL", "a\\\"b", "x SANITIZED_PHONE"][..]),
+                    proptest::sample::select(&["k", "SANITIZED_EMAIL", "a\\\"b", "x SANITIZED_PHONE", "k\\", "SANITIZED_CARD\\"][..]),
                     proptest::sample::select(&[
                         "\"SANITIZED_EMAIL\"", "\"a \\\"SANITIZED_CARD\\\" b\"", "1", "null",
                         "[\"SANITIZED_JWT\",\"x\"]", "{\"SANITIZED_PHONE\":\"SANITIZED_PHONE\"}",
                         "\"plain\"", "\"\\u00e9 SANITIZED_DOCUMENT\"",
+                        // Backslashes right before a quote: escaped ones and escaped quotes.
+                        "\"\\\\\"", "\"x\\\\\\\" SANITIZED_PHONE\\\\\"", "[\"a\\\\\",\"SANITIZED_JWT\"]",
                     ][..]),
                 ),
                 0..6,
