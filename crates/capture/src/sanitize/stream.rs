@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use super::text::{CLASS, G_CONTROL, G_HIGH, G_NON_DIGIT, classify};
+use super::text::{CLASS, G_CONTROL, G_DIGIT, G_HIGH, G_NON_DIGIT, classify};
 use super::{Kind, SanitizeStats, Sanitizer};
 
 /// Member names decided before, and what [`Rewrite::key`] said about their values: bodies
@@ -235,7 +235,8 @@ impl Rewrite for SanitizeJson<'_> {
     }
 
     fn integer(&mut self, digits: &[u8]) -> Option<String> {
-        self.string(digits, None)
+        // Only digits: their class is known without looking.
+        self.string(digits, Some(G_DIGIT))
     }
 
     fn replaced(&mut self, kind: Kind) {

@@ -318,7 +318,8 @@ impl TextRules {
     }
 }
 
-const G_DIGIT: u8 = 1;
+/// A digit (the numeric rules).
+pub(crate) const G_DIGIT: u8 = 1;
 /// A `J`: every JWT starts with `eyJ`.
 const G_JWT: u8 = 2;
 /// `@` or `%` (emails, also `%40`-encoded).
