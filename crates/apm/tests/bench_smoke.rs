@@ -94,3 +94,86 @@ fn fleet_smoke_postgres_h2() {
     assert_eq!(r["transport"]["mode"], "h2");
     assert_eq!(r["database"], "postgres");
 }
+
+/// SIGTERM to a running `apm bench fleet` (as `timeout` sends) stops the server it started: it
+/// is not left running with the benchmark gone.
+#[test]
+fn a_terminated_fleet_run_stops_its_server() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_apm"))
+        .args(["bench", "fleet", "--agents", "20", "--out"])
+        .arg(dir.path())
+        // A long polling interval keeps the run busy until it is terminated.
+        .args(["--poll-interval", "120s", "--server-log-level", "warn"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("apm runs");
+    let stderr = bench.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let server_pid = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix("apm bench: server pid ") {
+                    let pid: i32 = rest
+                        .split_whitespace()
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .expect("a pid");
+                    break pid;
+                }
+            }
+            Err(e) => {
+                let _ = bench.kill();
+                let _ = bench.wait();
+                panic!("no server pid announced: {e}");
+            }
+        }
+    };
+    // Let the run get past enrollment into its polling phase.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let bench_pid = nix::unistd::Pid::from_raw(bench.id() as i32);
+    nix::sys::signal::kill(bench_pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let mut status = None;
+    for _ in 0..300 {
+        if let Some(s) = bench.try_wait().expect("wait") {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let server_alive = || std::path::Path::new(&format!("/proc/{server_pid}")).exists();
+    let mut waited = 0;
+    while server_alive() && waited < 100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    }
+    let left_running = server_alive();
+    if status.is_none() {
+        let _ = bench.kill();
+        let _ = bench.wait();
+    }
+    if left_running {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server_pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let status = status.expect("apm bench fleet exits within 30 s of SIGTERM");
+    assert_eq!(status.code(), Some(130), "{status}");
+    assert!(
+        !left_running,
+        "the server (pid {server_pid}) was left running"
+    );
+}

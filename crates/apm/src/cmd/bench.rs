@@ -161,7 +161,18 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             o.propagation_timeout = a.propagation_timeout;
             o.server_log_level = a.server_log_level;
             o.server_args = a.server_args;
-            let result = runtime.block_on(apm_bench::run_fleet(o))?;
+            // SIGINT/SIGTERM drop the run: its server, hello-world and PostgreSQL children are
+            // stopped by their handles' Drop instead of being left running.
+            let result = runtime.block_on(async {
+                tokio::select! {
+                    r = apm_bench::run_fleet(o) => r.map(Some),
+                    () = super::capture::shutdown_signal(None) => Ok(None),
+                }
+            })?;
+            let Some(result) = result else {
+                eprintln!("apm bench: interrupted; the server and database it started are stopped");
+                return Ok(ExitCode::from(130));
+            };
             print!("{}", apm_bench::report::markdown(&result));
             println!(
                 "\nwrote {}/result.json, result.md, propagation.svg",
