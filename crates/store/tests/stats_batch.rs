@@ -97,16 +97,29 @@ async fn step(db: &Db, limit: usize, open_bucket: i64, include_open: bool) -> Ro
     p
 }
 
+/// Steps until one reports done; returns the pushes each step before it folded.
+async fn steps_until_done(
+    db: &Db,
+    limit: usize,
+    open_bucket: i64,
+    include_open: bool,
+) -> Vec<usize> {
+    let mut steps = Vec::new();
+    loop {
+        let p = step(db, limit, open_bucket, include_open).await;
+        if p.done {
+            return steps;
+        }
+        steps.push(p.pushes);
+    }
+}
+
 /// Rolls up in steps of `limit` until done; returns the pushes folded.
 async fn roll_up_all(db: Db, limit: usize) -> usize {
-    let mut total = 0;
-    loop {
-        let p = step(&db, limit, OPEN_BUCKET, true).await;
-        total += p.pushes;
-        if p.done {
-            return total;
-        }
-    }
+    steps_until_done(&db, limit, OPEN_BUCKET, true)
+        .await
+        .iter()
+        .sum()
 }
 
 async fn unfolded(db: &Db) -> i64 {
@@ -387,14 +400,7 @@ async fn a_large_backlog_is_folded_in_full_steps(pg: bool) {
         insert(&db, part).await;
     }
     let open_bucket = 3 * ROLLUP_MS;
-    let mut steps = Vec::new();
-    loop {
-        let p = step(&db, 500, open_bucket, false).await;
-        if p.done {
-            break;
-        }
-        steps.push(p.pushes);
-    }
+    let steps = steps_until_done(&db, 500, open_bucket, false).await;
     // 50 proxies of 10 pushes a step; one step moves the frontier to the open bucket.
     assert_eq!(steps.len(), 21, "{steps:?}");
     assert!(steps[..20].iter().all(|n| *n == 500), "{steps:?}");
@@ -414,14 +420,7 @@ async fn a_large_backlog_is_folded_in_full_steps(pg: bool) {
         .await
         .expect("analyze");
     tx.commit().await.expect("commit");
-    let mut steps = Vec::new();
-    loop {
-        let p = step(&db, 500, open_bucket, false).await;
-        if p.done {
-            break;
-        }
-        steps.push(p.pushes);
-    }
+    let steps = steps_until_done(&db, 500, open_bucket, false).await;
     assert_eq!(steps, vec![500; 2], "claimed per step");
     assert_eq!(unfolded(&db).await, 0);
     let mut every = all;
@@ -487,14 +486,10 @@ async fn a_bounded_roll_up_takes_closed_buckets_only(pg: bool) {
         "the next proxy waits for the next step"
     );
     drop(conn);
-    let mut taken = 0;
-    loop {
-        let p = step(&db, 10, open_bucket, false).await;
-        taken += p.pushes;
-        if p.done {
-            break;
-        }
-    }
+    let taken: usize = steps_until_done(&db, 10, open_bucket, false)
+        .await
+        .iter()
+        .sum();
     assert_eq!(
         taken, 30,
         "the other closed buckets, nothing of the open one"
@@ -511,14 +506,10 @@ async fn a_bounded_roll_up_takes_closed_buckets_only(pg: bool) {
     assert!(step(&db, 10, open_bucket, false).await.done);
     assert_eq!(unfolded(&db).await, 12);
     all.push(late);
-    let mut taken = 0;
-    loop {
-        let p = step(&db, 10, open_bucket, true).await;
-        taken += p.pushes;
-        if p.done {
-            break;
-        }
-    }
+    let taken: usize = steps_until_done(&db, 10, open_bucket, true)
+        .await
+        .iter()
+        .sum();
     assert_eq!(taken, 12, "the open bucket once included");
     check_m0(&db, &ids, &all).await;
     if !pg {
@@ -571,14 +562,7 @@ async fn empty_and_sparse_buckets_are_crossed_in_few_steps(pg: bool) {
         })
         .collect();
     insert(&db, &all).await;
-    let mut steps = Vec::new();
-    loop {
-        let p = step(&db, 500, 30 * ROLLUP_MS, false).await;
-        if p.done {
-            break;
-        }
-        steps.push(p.pushes);
-    }
+    let steps = steps_until_done(&db, 500, 30 * ROLLUP_MS, false).await;
     // Empty buckets 1..20 skipped at once; 2,000 proxies (one push), the other 500 (one
     // push); then on to the open bucket.
     assert_eq!(steps, vec![0, 1, 1, 0], "{steps:?}");
