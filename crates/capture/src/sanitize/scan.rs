@@ -318,6 +318,108 @@ fn email_domain(t: &[u8], q: usize) -> Option<usize> {
     best
 }
 
+/// What the numeric finders find first in a text, from one pass over it: each field is
+/// what its finder returns from offset 0 (`finders_equal_the_regexes` proves the finders
+/// equal the regexes; `numeric_equals_the_finders` proves this equals the finders).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Numeric {
+    /// `doc_formatted(t, 0)`.
+    pub(crate) doc: Option<(usize, usize)>,
+    /// `cnpj_alnum(t, 0)`.
+    pub(crate) cnpj: Option<(usize, usize)>,
+    /// `phone_intl(t, 0)`.
+    pub(crate) intl: Option<(usize, usize)>,
+    /// `phone_intl(t, 0)` or `phone_br(t, 0)` found something.
+    pub(crate) phone: bool,
+    /// `digit_run(t, 0)`.
+    pub(crate) run: Option<(usize, usize)>,
+}
+
+impl Numeric {
+    /// True when no numeric finder finds anything.
+    pub(crate) fn none(&self) -> bool {
+        self.doc.is_none() && self.cnpj.is_none() && !self.phone && self.run.is_none()
+    }
+}
+
+/// [`Numeric`] of `t`. One pass over the bytes finds the first alphanumeric CNPJ and the
+/// first digit run outright (both are decided by run lengths) and, for the other finders,
+/// the first place a match could start: a formatted document has two or more `0-9A-Z` right
+/// before its first dot, an international phone starts at a `+`, a Brazilian one at `(` or
+/// at two digits and a space. Most texts have none of these, and no finder runs at all; the
+/// others run from there instead of from the start.
+pub(crate) fn numeric(t: &[u8]) -> Numeric {
+    let mut n = Numeric::default();
+    let (mut doc, mut plus, mut br, mut run) = (None, None, None, None);
+    // Digits and `0-9A-Z` in a row, ending at the previous byte.
+    let (mut drun, mut arun) = (0usize, 0usize);
+    // The digit run (`digit_run`'s chain of digits, single ` `/`-` between two of them):
+    // its first digit and how many; `link` 1 after a digit, 2 after a digit and a separator.
+    let (mut chain, mut cstart, mut link) = (0usize, 0usize, 0u8);
+    for (i, &b) in t.iter().enumerate() {
+        if b.is_ascii_digit() {
+            if link == 0 {
+                chain = 0;
+                cstart = i;
+            }
+            chain += 1;
+            link = 1;
+            if chain == 11 && run.is_none() {
+                run = Some(cstart);
+            }
+            // `[0-9A-Z]{12}[0-9]{2}` ends here: 13 before this digit, the last a digit.
+            if arun >= 13 && drun >= 1 && n.cnpj.is_none() {
+                n.cnpj = Some((i + 1 - 14, i + 1));
+            }
+            drun += 1;
+            arun += 1;
+            continue;
+        }
+        if b.is_ascii_uppercase() {
+            arun += 1;
+            drun = 0;
+            link = 0;
+            continue;
+        }
+        match b {
+            b' ' | b'-' => {
+                if b == b' ' && drun >= 2 && br.is_none() {
+                    br = Some(i - 2);
+                }
+                link = if link == 1 { 2 } else { 0 };
+            }
+            b'.' => {
+                if arun >= 2 && doc.is_none() {
+                    doc = Some(i.saturating_sub(3));
+                }
+                link = 0;
+            }
+            b'(' => {
+                if br.is_none() {
+                    br = Some(i);
+                }
+                link = 0;
+            }
+            b'+' => {
+                if plus.is_none() {
+                    plus = Some(i);
+                }
+                link = 0;
+            }
+            _ => link = 0,
+        }
+        drun = 0;
+        arun = 0;
+    }
+    // The run's end: where `digit_run` stops (found again from its first digit, which only
+    // walks that run).
+    n.run = run.and_then(|s| digit_run(t, s));
+    n.doc = doc.and_then(|from| doc_formatted(t, from));
+    n.intl = plus.and_then(|from| phone_intl(t, from));
+    n.phone = n.intl.is_some() || br.is_some_and(|from| phone_br(t, from).is_some());
+    n
+}
+
 /// All matches of `find` in `t`, left to right (what `Regex::find_iter` gives: none of
 /// these patterns matches the empty string).
 pub(crate) fn find_iter(find: Finder, t: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
@@ -524,6 +626,44 @@ mod tests {
                 proptest::sample::select(&b"ab1.-_+@%40Z .@"[..]), 0..40)
         ) {
             check_with(&t, email_reference())?;
+        }
+    }
+
+    /// [`Numeric`] as the finders say it.
+    fn numeric_by_the_finders(t: &[u8]) -> Numeric {
+        Numeric {
+            doc: doc_formatted(t, 0),
+            cnpj: cnpj_alnum(t, 0),
+            intl: phone_intl(t, 0),
+            phone: phone_intl(t, 0).is_some() || phone_br(t, 0).is_some(),
+            run: digit_run(t, 0),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// The one-pass [`numeric`] equals running each finder from the start, on text built
+        /// from phone, document and digit-run pieces (every suffix, so every piece starts at
+        /// every offset of some text).
+        #[test]
+        fn numeric_equals_the_finders(parts in proptest::collection::vec(piece(), 0..10)) {
+            let t = parts.concat();
+            let t = t.as_bytes();
+            for k in 0..=t.len() {
+                prop_assert_eq!(numeric(&t[k..]), numeric_by_the_finders(&t[k..]), "{:?}", &t[k..]);
+            }
+        }
+
+        /// The same on arbitrary bytes from the characters the finders use.
+        #[test]
+        fn numeric_equals_the_finders_on_dense_text(
+            t in proptest::collection::vec(
+                proptest::sample::select(&b"0123456789 .-/()+9AZ"[..]), 0..40)
+        ) {
+            for k in 0..=t.len() {
+                prop_assert_eq!(numeric(&t[k..]), numeric_by_the_finders(&t[k..]), "{:?}", &t[k..]);
+            }
         }
     }
 
