@@ -21,6 +21,9 @@ pub mod checks;
 mod scan;
 pub(crate) mod stream;
 mod text;
+/// The fourth pass' text rules, frozen: the reference for `text`'s equivalence tests.
+#[cfg(test)]
+mod v4;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
