@@ -32,10 +32,45 @@ pub(crate) struct TextRules {
     pub(crate) custom: Vec<CustomRule>,
 }
 
-struct Repl {
-    start: usize,
-    end: usize,
-    with: Vec<u8>,
+/// The text with some ranges replaced, built as the replacements come (left to right, not
+/// overlapping): nothing is allocated until the first one.
+struct Splice<'t> {
+    t: &'t [u8],
+    out: Vec<u8>,
+    /// `t[..pos]` is accounted for in `out`.
+    pos: usize,
+    any: bool,
+}
+
+impl<'t> Splice<'t> {
+    fn new(t: &'t [u8]) -> Self {
+        Splice {
+            t,
+            out: Vec::new(),
+            pos: 0,
+            any: false,
+        }
+    }
+
+    /// Replaces `t[start..end]` with `with` (`start` at or after the previous range's end).
+    fn put(&mut self, start: usize, end: usize, with: &[u8]) {
+        if !self.any {
+            self.any = true;
+            self.out.reserve(self.t.len() + 16);
+        }
+        self.out.extend_from_slice(&self.t[self.pos..start]);
+        self.out.extend_from_slice(with);
+        self.pos = end;
+    }
+
+    /// The text with every replacement; `None` when there was none.
+    fn finish(mut self) -> Option<Vec<u8>> {
+        if !self.any {
+            return None;
+        }
+        self.out.extend_from_slice(&self.t[self.pos..]);
+        Some(self.out)
+    }
 }
 
 #[allow(clippy::expect_used)] // the patterns are constants, covered by every test
@@ -136,7 +171,7 @@ impl TextRules {
             step!(
                 |t: &[u8], s: &mut SanitizeStats| replace_each(&rule.regex, t, |_, _, _| {
                     s.add(Kind::Custom(rule.index));
-                    Some(rule.replacement.clone())
+                    Some(rule.replacement.as_slice())
                 })
             );
         }
@@ -230,7 +265,7 @@ impl TextRules {
             let payload = parts.next()?;
             if is_b64_json_object(header) && is_b64_json_object(payload) {
                 s.add(Kind::Jwt);
-                Some(b"SANITIZED_JWT".to_vec())
+                Some(b"SANITIZED_JWT")
             } else {
                 None
             }
@@ -240,12 +275,12 @@ impl TextRules {
     fn email_rule(&self, t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
         find_each(scan::email, t, First::Search, |_, _, _| {
             s.add(Kind::Email);
-            Some(b"SANITIZED_EMAIL".to_vec())
+            Some(b"SANITIZED_EMAIL")
         })
     }
 
     fn keyed_rule(&self, t: &[u8], s: &mut SanitizeStats) -> Option<Vec<u8>> {
-        let mut repls = Vec::new();
+        let mut out = Splice::new(t);
         for caps in self.keyed.captures_iter(t) {
             let (Some(key), Some(value)) = (caps.get(1), caps.get(2)) else {
                 continue;
@@ -260,19 +295,16 @@ impl TextRules {
                 Kind::Secret
             };
             let marker = kind.marker().as_bytes();
-            let with = if v.first() == Some(&b'"') {
-                [b"\"".as_slice(), marker, b"\""].concat()
-            } else {
-                marker.to_vec()
-            };
             s.add(kind);
-            repls.push(Repl {
-                start: value.start(),
-                end: value.end(),
-                with,
-            });
+            if v.first() == Some(&b'"') {
+                out.put(value.start(), value.end(), b"\"");
+                out.out.extend_from_slice(marker);
+                out.out.push(b'"');
+            } else {
+                out.put(value.start(), value.end(), marker);
+            }
         }
-        splice(t, repls)
+        out.finish()
     }
 
     fn doc_formatted_rule(&self, t: &[u8], first: First, s: &mut SanitizeStats) -> Option<Vec<u8>> {
@@ -281,14 +313,17 @@ impl TextRules {
             if alnum(before) || before == Some(&b'.') || alnum(t.get(end)) {
                 return None;
             }
-            let bare: Vec<u8> = m
-                .iter()
-                .copied()
-                .filter(u8::is_ascii_alphanumeric)
-                .collect();
-            if cpf_valid(&bare) || cnpj_valid(&bare) {
+            // A match is 14 or 18 bytes: at most 14 alphanumerics (more: neither check).
+            let mut buf = [0u8; 18];
+            let mut n = 0;
+            for &b in m.iter().filter(|b| b.is_ascii_alphanumeric()) {
+                buf[n] = b;
+                n += 1;
+            }
+            let bare = &buf[..n];
+            if cpf_valid(bare) || cnpj_valid(bare) {
                 s.add(Kind::Document);
-                Some(b"SANITIZED_DOCUMENT".to_vec())
+                Some(b"SANITIZED_DOCUMENT")
             } else {
                 None
             }
@@ -303,7 +338,7 @@ impl TextRules {
             }
             if cnpj_valid(m) {
                 s.add(Kind::Document);
-                Some(b"SANITIZED_DOCUMENT".to_vec())
+                Some(b"SANITIZED_DOCUMENT")
             } else {
                 None
             }
@@ -319,7 +354,7 @@ impl TextRules {
                 return None;
             }
             s.add(Kind::Phone);
-            Some(b"SANITIZED_PHONE".to_vec())
+            Some(b"SANITIZED_PHONE")
         });
         let t2 = first.as_deref().unwrap_or(t);
         let second = find_each(scan::phone_br, t2, First::Search, |_, start, end| {
@@ -333,13 +368,13 @@ impl TextRules {
                 return None;
             }
             s.add(Kind::Phone);
-            Some(b"SANITIZED_PHONE".to_vec())
+            Some(b"SANITIZED_PHONE")
         });
         second.or(first)
     }
 
     fn digit_run_rule(&self, t: &[u8], first: First, s: &mut SanitizeStats) -> Option<Vec<u8>> {
-        let mut repls = Vec::new();
+        let mut out = Splice::new(t);
         for (start, end) in matches(scan::digit_run, t, first) {
             let at = |i: Option<usize>| i.and_then(|i| t.get(i));
             let before = at(start.checked_sub(1));
@@ -357,11 +392,11 @@ impl TextRules {
                 &t[start..end],
                 start,
                 [!glued_before, !glued_after],
-                &mut repls,
+                &mut out,
                 s,
             );
         }
-        splice(t, repls)
+        out.finish()
     }
 }
 
@@ -469,38 +504,30 @@ fn analyse_run(
     offset: usize,
     // Whether the run's left and right ends are free (not glued to a larger token).
     free: [bool; 2],
-    repls: &mut Vec<Repl>,
+    out: &mut Splice<'_>,
     s: &mut SanitizeStats,
 ) {
-    let digits: Vec<u8> = run.iter().copied().filter(u8::is_ascii_digit).collect();
-    let has_separators = digits.len() != run.len();
-    if !has_separators {
-        let kind = if (digits.len() == 11 && cpf_valid(&digits))
-            || (digits.len() == 14 && cnpj_valid(&digits))
+    if run.iter().all(u8::is_ascii_digit) {
+        let digits = run;
+        let kind = if (digits.len() == 11 && cpf_valid(digits))
+            || (digits.len() == 14 && cnpj_valid(digits))
         {
             Some(Kind::Document)
-        } else if card_valid(&digits) {
+        } else if card_valid(digits) {
             Some(Kind::Card)
         } else {
             None
         };
         if let Some(kind) = kind {
             s.add(kind);
-            repls.push(Repl {
-                start: offset,
-                end: offset + run.len(),
-                with: kind.marker().as_bytes().to_vec(),
-            });
+            out.put(offset, offset + run.len(), kind.marker().as_bytes());
         }
         return;
     }
+    let digits: Vec<u8> = run.iter().copied().filter(u8::is_ascii_digit).collect();
     if free[0] && free[1] && card_valid(&digits) {
         s.add(Kind::Card);
-        repls.push(Repl {
-            start: offset,
-            end: offset + run.len(),
-            with: b"SANITIZED_CARD".to_vec(),
-        });
+        out.put(offset, offset + run.len(), b"SANITIZED_CARD");
         return;
     }
     // Groups of digits with their byte ranges and the separator that follows each.
@@ -543,11 +570,11 @@ fn analyse_run(
         }
         if let Some(j) = found {
             s.add(Kind::Card);
-            repls.push(Repl {
-                start: offset + groups[i].0,
-                end: offset + groups[j].1,
-                with: b"SANITIZED_CARD".to_vec(),
-            });
+            out.put(
+                offset + groups[i].0,
+                offset + groups[j].1,
+                b"SANITIZED_CARD",
+            );
             i = j + 1;
         } else {
             i += 1;
@@ -556,22 +583,18 @@ fn analyse_run(
 }
 
 /// Replaces every match for which `f` returns a replacement. `None` when nothing changed.
-fn replace_each(
+fn replace_each<'w>(
     re: &Regex,
     t: &[u8],
-    mut f: impl FnMut(&[u8], usize, usize) -> Option<Vec<u8>>,
+    mut f: impl FnMut(&[u8], usize, usize) -> Option<&'w [u8]>,
 ) -> Option<Vec<u8>> {
-    let mut repls = Vec::new();
+    let mut out = Splice::new(t);
     for m in re.find_iter(t) {
         if let Some(with) = f(m.as_bytes(), m.start(), m.end()) {
-            repls.push(Repl {
-                start: m.start(),
-                end: m.end(),
-                with,
-            });
+            out.put(m.start(), m.end(), with);
         }
     }
-    splice(t, repls)
+    out.finish()
 }
 
 /// Where a rule's first match is: found by its finder, or already known (what the finder
@@ -600,30 +623,15 @@ fn find_each(
     find: Finder,
     t: &[u8],
     first: First,
-    mut f: impl FnMut(&[u8], usize, usize) -> Option<Vec<u8>>,
+    mut f: impl FnMut(&[u8], usize, usize) -> Option<&'static [u8]>,
 ) -> Option<Vec<u8>> {
-    let mut repls = Vec::new();
+    let mut out = Splice::new(t);
     for (start, end) in matches(find, t, first) {
         if let Some(with) = f(&t[start..end], start, end) {
-            repls.push(Repl { start, end, with });
+            out.put(start, end, with);
         }
     }
-    splice(t, repls)
-}
-
-fn splice(t: &[u8], repls: Vec<Repl>) -> Option<Vec<u8>> {
-    if repls.is_empty() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(t.len());
-    let mut pos = 0;
-    for r in repls {
-        out.extend_from_slice(&t[pos..r.start]);
-        out.extend_from_slice(&r.with);
-        pos = r.end;
-    }
-    out.extend_from_slice(&t[pos..]);
-    Some(out)
+    out.finish()
 }
 
 fn is_b64_json_object(part: &[u8]) -> bool {

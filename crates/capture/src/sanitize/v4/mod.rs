@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-mod checks;
+pub(crate) mod checks;
 mod scan;
 
 use std::borrow::Cow;
