@@ -81,6 +81,12 @@ impl NameCache {
                 }
             }
         }
+        Some(Self::key_of(words, n))
+    }
+
+    /// The key of a name of `n` bytes given as its zero-padded words.
+    #[inline(always)]
+    fn key_of(words: [u64; 4], n: usize) -> NameKey {
         let h = words[0]
             ^ words[1].rotate_left(17)
             ^ words[2].rotate_left(31)
@@ -88,23 +94,61 @@ impl NameCache {
             ^ n as u64;
         // Two ways per set (an even slot and the next).
         let slot = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57) as usize % NAME_SLOTS;
-        Some(NameKey {
+        NameKey {
             words,
             len: n as u8 + 1,
             slot,
-        })
+        }
     }
 
-    /// The decision for the name `input[s..e]`, if it was seen before.
+    /// The decision for a key.
     #[inline(always)]
-    fn get(&self, input: &[u8], s: usize, e: usize) -> Option<Option<Kind>> {
-        let k = Self::key(input, s, e)?;
+    fn find(&self, k: &NameKey) -> Option<Option<Kind>> {
         let hit = |e: &NameSlot| e.len == k.len && e.words == k.words;
         let set = &self.slots[k.slot & !1..=k.slot | 1];
         if hit(&set[0]) {
             return Some(set[0].value);
         }
         hit(&set[1]).then_some(set[1].value)
+    }
+
+    /// The member name whose token starts at `input[start]` (its opening quote), if it was
+    /// decided before: where its token ends, and the decision. One sixteen-byte load finds the
+    /// closing quote and is the key, without scanning the token first: names of up to 15
+    /// bytes without a backslash, with sixteen bytes of input after the quote. A name the
+    /// cache holds was checked when it was put (no escape, control character or invalid
+    /// UTF-8), so the same bytes need no check.
+    #[inline(always)]
+    fn get_token(&self, input: &[u8], start: usize) -> Option<(usize, Option<Kind>)> {
+        let b: &[u8; 16] = input.get(start + 1..start + 17)?.try_into().ok()?;
+        let mut special = [0u8; 16];
+        for i in 0..16 {
+            special[i] = if (b[i] == b'"') | (b[i] == b'\\') {
+                0xff
+            } else {
+                0
+            };
+        }
+        let special = u128::from_le_bytes(special);
+        if special == 0 {
+            return None;
+        }
+        let n = (special.trailing_zeros() / 8) as usize;
+        if b[n] != b'"' {
+            return None;
+        }
+        let keep = |k: usize| u64::MAX.checked_shr(64 - 8 * k as u32).unwrap_or(0);
+        let lo = u64::from_le_bytes(b[..8].try_into().unwrap_or_default()) & keep(n.min(8));
+        let hi =
+            u64::from_le_bytes(b[8..].try_into().unwrap_or_default()) & keep(n.saturating_sub(8));
+        let value = self.find(&Self::key_of([lo, hi, 0, 0], n))?;
+        Some((start + n + 2, value))
+    }
+
+    /// The decision for the name `input[s..e]`, if it was seen before.
+    #[inline(always)]
+    fn get(&self, input: &[u8], s: usize, e: usize) -> Option<Option<Kind>> {
+        self.find(&Self::key(input, s, e)?)
     }
 
     /// Keeps the decision for the name `input[s..e]` (if the cache can hold it). Out of
@@ -480,42 +524,50 @@ impl<'a, R: Rewrite> Walker<'a, '_, R> {
             if self.peek() != Some(b'"') {
                 return Err(());
             }
-            let (start, end, class) = self.string_token()?;
-            let action = if !emit {
-                if class.is_none() {
-                    self.decode(start, end, class)?;
-                }
-                KeyAction {
-                    key: None,
-                    value: None,
-                }
-            } else if class.is_some() {
-                // Without escapes the name is its bytes: look it up before deciding.
-                match self.names.get(self.input, start + 1, end - 1) {
-                    Some(value) => KeyAction { key: None, value },
-                    None => {
-                        let key = self.decode(start, end, class)?;
-                        let action = self.r.key(&key, class);
-                        if action.key.is_none() {
-                            self.names.put(self.input, start + 1, end - 1, action.value);
+            // A name decided before is found without scanning its token first.
+            let value =
+                if emit && let Some((end, value)) = self.names.get_token(self.input, self.pos) {
+                    self.pos = end;
+                    value
+                } else {
+                    let (start, end, class) = self.string_token()?;
+                    let action = if !emit {
+                        if class.is_none() {
+                            self.decode(start, end, class)?;
                         }
-                        action
+                        KeyAction {
+                            key: None,
+                            value: None,
+                        }
+                    } else if class.is_some() {
+                        // Without escapes the name is its bytes: look it up before deciding.
+                        match self.names.get(self.input, start + 1, end - 1) {
+                            Some(value) => KeyAction { key: None, value },
+                            None => {
+                                let key = self.decode(start, end, class)?;
+                                let action = self.r.key(&key, class);
+                                if action.key.is_none() {
+                                    self.names.put(self.input, start + 1, end - 1, action.value);
+                                }
+                                action
+                            }
+                        }
+                    } else {
+                        let key = self.decode(start, end, class)?;
+                        self.r.key(&key, class)
+                    };
+                    if let Some(new) = &action.key {
+                        self.replace_with_string(start, end, new);
                     }
-                }
-            } else {
-                let key = self.decode(start, end, class)?;
-                self.r.key(&key, class)
-            };
-            if let Some(new) = &action.key {
-                self.replace_with_string(start, end, new);
-            }
+                    action.value
+                };
             self.ws(emit);
             if self.peek() != Some(b':') {
                 return Err(());
             }
             self.pos += 1;
             self.ws(emit);
-            match action.value {
+            match value {
                 Some(kind) if self.peek() != Some(b'n') => {
                     let vstart = self.pos;
                     self.value(false, depth)?;
@@ -1138,6 +1190,91 @@ mod tests {
                         "{out}"
                     );
                     assert!(out.contains(&format!(r#""{plain}":"w""#)), "{out}");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A member name found by its token's first sixteen bytes (`NameCache::get_token`)
+        /// is exactly what scanning the token and looking its bytes up finds: whenever the
+        /// fast lookup answers, and it answers for every held name of up to 15 bytes with
+        /// sixteen bytes of input after the quote. Names are put as the walker puts them (only
+        /// tokens without escapes that scan cleanly); the input is built from those names,
+        /// near misses, quotes, backslashes, control and non-ASCII bytes, at every offset.
+        #[test]
+        fn name_token_lookup_equals_scan_then_lookup(
+            names in proptest::collection::vec("[a-dé_\u{1}\\\\0-2]{0,18}", 1..12),
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    (0usize..12, any::<bool>()).prop_map(|(i, q)| (Some(i), q, String::new())),
+                    "[a-d\"\\\\:,é\u{1}]{0,4}".prop_map(|s| (None, false, s)),
+                ],
+                0..16,
+            ),
+        ) {
+            let mut cache = NameCache::default();
+            let mut r = Untouched;
+            for (i, name) in names.iter().enumerate() {
+                let token = format!("\"{name}\"");
+                let mut w = Walker {
+                    input: token.as_bytes(),
+                    pos: 0,
+                    out: Vec::new(),
+                    copied: 0,
+                    edited: false,
+                    changed: false,
+                    r: &mut r,
+                    names: &mut NameCache::default(),
+                };
+                if let Ok((s, e, Some(_))) = w.string_token() {
+                    let value = (i % 2 == 0).then_some(Kind::Password);
+                    cache.put(token.as_bytes(), s + 1, e - 1, value);
+                }
+            }
+            // Names (quoted or not, so a quote may open any of them), and other bytes.
+            let mut input = String::new();
+            for (i, quoted, other) in parts {
+                match i {
+                    Some(i) => {
+                        let name = &names[i % names.len()];
+                        if quoted {
+                            input.push_str(&format!("\"{name}\""));
+                        } else {
+                            input.push_str(name);
+                        }
+                    }
+                    None => input.push_str(&other),
+                }
+            }
+            let input = input.as_bytes();
+            for p in (0..input.len()).filter(|&p| input[p] == b'"') {
+                let fast = cache.get_token(input, p);
+                let mut names = NameCache::default();
+                let mut w = Walker {
+                    input,
+                    pos: p,
+                    out: Vec::new(),
+                    copied: 0,
+                    edited: false,
+                    changed: false,
+                    r: &mut r,
+                    names: &mut names,
+                };
+                let slow = match w.string_token() {
+                    Ok((s, e, Some(_))) => cache.get(input, s + 1, e - 1).map(|v| (e, v)),
+                    _ => None,
+                };
+                if fast.is_some() {
+                    prop_assert_eq!(fast, slow, "{:?} at {}", String::from_utf8_lossy(input), p);
+                }
+                if let Some((e, _)) = slow
+                    && e - p - 2 <= 15
+                    && p + 17 <= input.len()
+                {
+                    prop_assert_eq!(fast, slow, "{:?} at {}", String::from_utf8_lossy(input), p);
                 }
             }
         }
