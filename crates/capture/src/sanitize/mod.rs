@@ -371,6 +371,32 @@ impl Sanitizer {
         (new_name, new_value)
     }
 
+    /// [`Self::param`] for a pair the caller owns: what is not replaced keeps its string.
+    fn param_owned(
+        &self,
+        name: String,
+        value: String,
+        stats: &mut SanitizeStats,
+    ) -> (String, String) {
+        // The value's rule depends on the name as sent.
+        let kind = self.field_kind(&name);
+        let new_name = match self.text(&name, stats) {
+            Cow::Owned(new) => new,
+            Cow::Borrowed(_) => name,
+        };
+        let new_value = match kind {
+            Some(kind) if !value.is_empty() => {
+                stats.add(kind);
+                kind.marker().to_string()
+            }
+            _ => match self.text(&value, stats) {
+                Cow::Owned(new) => new,
+                Cow::Borrowed(_) => value,
+            },
+        };
+        (new_name, new_value)
+    }
+
     /// Sanitizes a JSON document, structure-aware, in one pass without building a tree: members
     /// whose name is sensitive have their value replaced at any depth, other keys, strings and
     /// long integers go through the text rules. Returns compact JSON, or `None` (nothing
@@ -422,10 +448,28 @@ impl Sanitizer {
 
     /// Sanitizes a percent-encoded path, segment by segment.
     pub fn path(&self, path: &str, stats: &mut SanitizeStats) -> String {
-        let mut out = String::with_capacity(path.len());
+        self.path_cow(path, stats).into_owned()
+    }
+
+    /// [`Self::path`] for a path the caller owns: unchanged, it keeps its string.
+    fn path_owned(&self, path: String, stats: &mut SanitizeStats) -> String {
+        match self.path_cow(&path, stats) {
+            Cow::Owned(new) => new,
+            Cow::Borrowed(_) => path,
+        }
+    }
+
+    /// [`Self::path`], borrowing the path when no segment changes.
+    fn path_cow<'p>(&self, path: &'p str, stats: &mut SanitizeStats) -> Cow<'p, str> {
+        // Built only from the first segment that changes.
+        let mut out: Option<String> = None;
+        let mut at = 0;
         for (i, seg) in path.split('/').enumerate() {
             if i > 0 {
-                out.push('/');
+                at += 1;
+                if let Some(out) = &mut out {
+                    out.push('/');
+                }
             }
             // Most segments hold no escape: they are their own decoded text.
             let decoded = if seg.contains('%') {
@@ -442,13 +486,26 @@ impl Sanitizer {
                 }
             }
             match sanitized {
-                Cow::Borrowed(_) => out.push_str(seg),
+                Cow::Borrowed(_) => {
+                    if let Some(out) = &mut out {
+                        out.push_str(seg);
+                    }
+                }
                 Cow::Owned(new) => {
-                    out.extend(percent_encoding::utf8_percent_encode(&new, PATH_SEGMENT))
+                    let out = out.get_or_insert_with(|| {
+                        let mut out = String::with_capacity(path.len() + 16);
+                        out.push_str(&path[..at]);
+                        out
+                    });
+                    out.extend(percent_encoding::utf8_percent_encode(&new, PATH_SEGMENT));
                 }
             }
+            at += seg.len();
         }
-        out
+        match out {
+            Some(out) => Cow::Owned(out),
+            None => Cow::Borrowed(path),
+        }
     }
 
     /// Sanitizes a whole exchange. Bodies are decoded (gzip/deflate) and cut to the limits
@@ -482,11 +539,11 @@ impl Sanitizer {
             .host
             .as_deref()
             .map(|h| self.text(h, stats).into_owned());
-        let path = self.path(&request.path, stats);
+        let path = self.path_owned(request.path, stats);
         let query = request
             .query
-            .iter()
-            .map(|(k, v)| self.param(k, v, stats))
+            .into_iter()
+            .map(|(k, v)| self.param_owned(k, v, stats))
             .collect();
         let (req_body, req_headers) = body::prepare(request.body, request.headers, limits);
         let request_body = self.body(req_body, &req_headers, stats);
@@ -700,6 +757,100 @@ mod tests {
             prop_assert_eq!(out[0].value == "SANITIZED_HEADER", expected.is_some());
             prop_assert_eq!(stats.get("cookie"), u64::from(expected == Some(Kind::Cookie)));
             prop_assert_eq!(stats.get("header"), u64::from(expected == Some(Kind::Header)));
+        }
+    }
+
+    /// `Sanitizer::path` as the fourth pass left it (a new string built segment by
+    /// segment): the reference for the borrowing form.
+    fn path_reference(s: &Sanitizer, path: &str, stats: &mut SanitizeStats) -> String {
+        let mut out = String::with_capacity(path.len());
+        for (i, seg) in path.split('/').enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            let decoded = if seg.contains('%') {
+                percent_encoding::percent_decode_str(seg).decode_utf8_lossy()
+            } else {
+                Cow::Borrowed(seg)
+            };
+            let mut sanitized = s.text(&decoded, stats);
+            if matches!(sanitized, Cow::Borrowed(_)) && decoded.contains('+') {
+                let spaced = decoded.replace('+', " ");
+                if let Cow::Owned(new) = s.text(&spaced, stats) {
+                    sanitized = Cow::Owned(new);
+                }
+            }
+            match sanitized {
+                Cow::Borrowed(_) => out.push_str(seg),
+                Cow::Owned(new) => {
+                    out.extend(percent_encoding::utf8_percent_encode(&new, PATH_SEGMENT))
+                }
+            }
+        }
+        out
+    }
+
+    /// Path segments and parameters: plain words, ids, secrets of each kind (raw, encoded,
+    /// with `+` for spaces), empty ones, key words.
+    fn path_piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(
+                &[
+                    "api",
+                    "v1",
+                    "customers",
+                    "123",
+                    "orders",
+                    "ana@example.com",
+                    "ana%40example.com",
+                    "529.982.247-25",
+                    "52998224725",
+                    "4111+1111+1111+1111",
+                    "4111%201111%201111%201111",
+                    "+55+11+98765-4321",
+                    "token",
+                    "password",
+                    "%",
+                    "%zz",
+                    "%C3%A9",
+                    "",
+                    "+",
+                    "/",
+                ][..]
+            )
+            .prop_map(String::from),
+            "[a-z0-9%+.@-]{0,10}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The path built only from the first changed segment (borrowed when none changes)
+        /// equals the fourth pass' segment-by-segment copy: same path, same counts.
+        #[test]
+        fn path_equals_the_fourth_pass(parts in proptest::collection::vec(path_piece(), 0..8)) {
+            let s = Sanitizer::builtin();
+            let path = parts.join("/");
+            let (mut a, mut b, mut c) = Default::default();
+            let want = path_reference(&s, &path, &mut b);
+            prop_assert_eq!(&s.path(&path, &mut a), &want);
+            prop_assert_eq!(s.path_owned(path.clone(), &mut c), want);
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(c, b);
+        }
+
+        /// A parameter sanitized from owned strings equals the borrowing form.
+        #[test]
+        fn owned_param_equals_param(name in path_piece(), value in path_piece()) {
+            let s = Sanitizer::builtin();
+            let (mut a, mut b) = (SanitizeStats::default(), SanitizeStats::default());
+            prop_assert_eq!(
+                s.param_owned(name.clone(), value.clone(), &mut a),
+                s.param(&name, &value, &mut b)
+            );
+            prop_assert_eq!(a, b);
         }
     }
 }
