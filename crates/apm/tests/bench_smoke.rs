@@ -54,6 +54,20 @@ fn check(r: &serde_json::Value, out: &Path, agents: u64) {
         for k in ["p50", "p90", "p99", "max"] {
             assert!(r["propagation_ms"][phase][k].is_number(), "{phase}.{k}");
         }
+        // The delivery window ends when the last agent had the new hash, so it covers the
+        // slowest delivery; CPU seconds are counted in 10 ms ticks and may be 0 at 200 agents.
+        let cpu = &r[phase]["delivery_cpu"];
+        let slowest_ms = r["propagation_ms"][phase]["max"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        let wall_ms = cpu["wall_secs"].as_f64().unwrap_or(f64::NAN) * 1000.0;
+        assert!(
+            wall_ms + 1.0 >= slowest_ms,
+            "{phase}: {cpu} vs max {slowest_ms} ms"
+        );
+        for k in ["server_secs", "simulator_secs"] {
+            assert!(cpu[k].as_f64().is_some_and(|s| s >= 0.0), "{phase}: {cpu}");
+        }
     }
     assert!(r["stats"]["pushes_ok"].as_u64().unwrap_or(0) > 0);
     assert!(r["stats"]["rows_in_database"].as_u64().unwrap_or(0) > 0);

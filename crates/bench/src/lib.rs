@@ -189,6 +189,32 @@ fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
+/// CPU seconds of the server and of this process at one moment.
+struct CpuPair {
+    server: f64,
+    simulator: f64,
+}
+
+impl CpuPair {
+    fn now(server: &ServerProcess) -> Self {
+        CpuPair {
+            server: server_cpu(server),
+            simulator: proc_usage(std::process::id())
+                .map(|u| u.cpu_secs)
+                .unwrap_or(0.0),
+        }
+    }
+
+    fn since(&self, server: &ServerProcess, started: Instant) -> DeliveryCpu {
+        let end = CpuPair::now(server);
+        DeliveryCpu {
+            wall_secs: secs(started.elapsed()),
+            server_secs: end.server - self.server,
+            simulator_secs: end.simulator - self.simulator,
+        }
+    }
+}
+
 fn server_cpu(server: &ServerProcess) -> f64 {
     proc_usage(server.proc.pid())
         .map(|u| u.cpu_secs)
@@ -473,10 +499,12 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
         };
         let t0 = rec.now_us();
         let t = Instant::now();
+        let cpu_at_approve = CpuPair::now(&server);
         admin.approve(&config_id).await?;
         polling.approve_ms = t.elapsed().as_secs_f64() * 1000.0;
         let deadline = t + opts.poll_interval + Duration::from_secs(30);
         wait_until(deadline, || received_count(&rec, 0) >= n).await;
+        polling.delivery_cpu = cpu_at_approve.since(&server, t);
         let (times, received) = propagation(&rec, 0, t0);
         polling.received = received;
         polling.missing = n - received;
@@ -554,12 +582,15 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
     };
     let t0 = rec.now_us();
     let t = Instant::now();
+    let cpu_at_approve = CpuPair::now(&server);
+    eprintln!("apm bench: long-poll: approving version {v}");
     admin.approve(&config_id).await?;
     long_poll.approve_ms = t.elapsed().as_secs_f64() * 1000.0;
     wait_until(t + opts.propagation_timeout, || {
         received_count(&rec, 1) >= n
     })
     .await;
+    long_poll.delivery_cpu = cpu_at_approve.since(&server, t);
     let (times, received) = propagation(&rec, 1, t0);
     long_poll.received = received;
     long_poll.missing = n - received;

@@ -89,8 +89,23 @@ pub struct Phase {
     pub curve: Vec<(f64, f64)>,
     /// Server CPU seconds spent during this phase.
     pub server_cpu_secs: f64,
+    /// From the approval until the last agent had the new hash: CPU seconds of the server and
+    /// of the simulator (this process), and the wall seconds; their sum against 2 × wall shows
+    /// how much of the machine the delivery had and who used it.
+    pub delivery_cpu: DeliveryCpu,
     /// Length of the phase.
     pub duration_secs: f64,
+}
+
+/// CPU used while a new version was being delivered (see [`Phase::delivery_cpu`]).
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct DeliveryCpu {
+    /// Wall seconds from the approve request to the last receipt (or the phase deadline).
+    pub wall_secs: f64,
+    /// Server CPU seconds in that time.
+    pub server_secs: f64,
+    /// Simulator CPU seconds in that time.
+    pub simulator_secs: f64,
 }
 
 /// Metric pushes, over the whole run.
@@ -355,6 +370,19 @@ pub fn markdown(r: &FleetResult) -> String {
             r.server.cpu_secs, r.long_poll.server_cpu_secs, r.polling.server_cpu_secs
         ),
     );
+    for (name, p) in [("long-poll", &r.long_poll), ("polling", &r.polling)] {
+        let d = p.delivery_cpu;
+        if d.wall_secs > 0.0 {
+            row(
+                &mut s,
+                &format!("{name} delivery: wall / server CPU / simulator CPU"),
+                format!(
+                    "{:.2} s / {:.2} s / {:.2} s",
+                    d.wall_secs, d.server_secs, d.simulator_secs
+                ),
+            );
+        }
+    }
     row(
         &mut s,
         "server peak RSS",

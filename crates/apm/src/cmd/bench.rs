@@ -124,6 +124,11 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 /// Runs an `apm bench` subcommand.
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    // No transparent huge pages for the simulator either (the server disables them for
+    // itself): when a new version reaches 100,000 agents at once, their answers' buffers
+    // fault in fresh 2 MiB pages, and zeroing those took a fifth of the simulator's CPU,
+    // on the cores the measured server shares. Best effort, as in `apm server`.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
