@@ -342,74 +342,72 @@ impl Numeric {
     }
 }
 
-/// [`Numeric`] of `t`. One pass over the bytes finds the first alphanumeric CNPJ and the
-/// first digit run outright (both are decided by run lengths) and, for the other finders,
-/// the first place a match could start: a formatted document has two or more `0-9A-Z` right
-/// before its first dot, an international phone starts at a `+`, a Brazilian one at `(` or
-/// at two digits and a space. Most texts have none of these, and no finder runs at all; the
-/// others run from there instead of from the start.
+/// [`Numeric`] of `t`. One pass over the text, a run of digits or capitals at a time,
+/// finds the first alphanumeric CNPJ and the first digit run outright (both are decided by run
+/// lengths) and, for the other finders, the first place a match could start: a formatted
+/// document has two or more `0-9A-Z` right before its first dot, an international phone
+/// starts at a `+`, a Brazilian one at `(` or at two digits and a space. Most texts have none
+/// of these, and no finder runs at all; the others run from there instead of from the start.
 pub(crate) fn numeric(t: &[u8]) -> Numeric {
     let mut n = Numeric::default();
     let (mut doc, mut plus, mut br, mut run) = (None, None, None, None);
-    // Digits and `0-9A-Z` in a row, ending at the previous byte.
-    let (mut drun, mut arun) = (0usize, 0usize);
-    // The digit run (`digit_run`'s chain of digits, single ` `/`-` between two of them):
-    // its first digit and how many; `link` 1 after a digit, 2 after a digit and a separator.
-    let (mut chain, mut cstart, mut link) = (0usize, 0usize, 0u8);
-    for (i, &b) in t.iter().enumerate() {
+    // `0-9A-Z` in a row before `i`.
+    let mut arun = 0usize;
+    // The digit run being built (`digit_run`'s chain: runs of digits with a single ` ` or
+    // `-` between two of them): its first digit, how many digits, and where it could go on
+    // (the index right after a single separator that follows its last digit).
+    let (mut cstart, mut chain, mut goes_on) = (0usize, 0usize, usize::MAX);
+    let mut i = 0;
+    while i < t.len() {
+        let b = t[i];
         if b.is_ascii_digit() {
-            if link == 0 {
-                chain = 0;
-                cstart = i;
+            let s = i;
+            i += 1;
+            while i < t.len() && t[i].is_ascii_digit() {
+                i += 1;
             }
-            chain += 1;
-            link = 1;
-            if chain == 11 && run.is_none() {
+            let len = i - s;
+            // `[0-9A-Z]{12}[0-9]{2}` ends at the first digit `j` of this run with 13 of
+            // `0-9A-Z` before it, the one before it a digit of this run.
+            if n.cnpj.is_none() && len >= 2 && arun + len >= 14 {
+                let j = (s + 1).max((s + 13).saturating_sub(arun));
+                n.cnpj = Some((j + 1 - 14, j + 1));
+            }
+            arun += len;
+            if s == goes_on {
+                chain += len;
+            } else {
+                cstart = s;
+                chain = len;
+            }
+            if chain >= 11 && run.is_none() {
                 run = Some(cstart);
             }
-            // `[0-9A-Z]{12}[0-9]{2}` ends here: 13 before this digit, the last a digit.
-            if arun >= 13 && drun >= 1 && n.cnpj.is_none() {
-                n.cnpj = Some((i + 1 - 14, i + 1));
+            match t.get(i) {
+                Some(b' ') => {
+                    if len >= 2 && br.is_none() {
+                        br = Some(i - 2);
+                    }
+                    goes_on = i + 1;
+                }
+                Some(b'-') => goes_on = i + 1,
+                _ => {}
             }
-            drun += 1;
-            arun += 1;
             continue;
         }
         if b.is_ascii_uppercase() {
             arun += 1;
-            drun = 0;
-            link = 0;
+            i += 1;
             continue;
         }
         match b {
-            b' ' | b'-' => {
-                if b == b' ' && drun >= 2 && br.is_none() {
-                    br = Some(i - 2);
-                }
-                link = if link == 1 { 2 } else { 0 };
-            }
-            b'.' => {
-                if arun >= 2 && doc.is_none() {
-                    doc = Some(i.saturating_sub(3));
-                }
-                link = 0;
-            }
-            b'(' => {
-                if br.is_none() {
-                    br = Some(i);
-                }
-                link = 0;
-            }
-            b'+' => {
-                if plus.is_none() {
-                    plus = Some(i);
-                }
-                link = 0;
-            }
-            _ => link = 0,
+            b'.' if arun >= 2 && doc.is_none() => doc = Some(i.saturating_sub(3)),
+            b'(' if br.is_none() => br = Some(i),
+            b'+' if plus.is_none() => plus = Some(i),
+            _ => {}
         }
-        drun = 0;
         arun = 0;
+        i += 1;
     }
     // The run's end: where `digit_run` stops (found again from its first digit, which only
     // walks that run).
@@ -421,7 +419,8 @@ pub(crate) fn numeric(t: &[u8]) -> Numeric {
 }
 
 /// All matches of `find` in `t`, left to right (what `Regex::find_iter` gives: none of
-/// these patterns matches the empty string).
+/// these patterns matches the empty string). The rules use `text::matches`.
+#[cfg(test)]
 pub(crate) fn find_iter(find: Finder, t: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
     let mut at = 0;
     std::iter::from_fn(move || {
