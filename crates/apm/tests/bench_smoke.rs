@@ -86,6 +86,8 @@ fn fleet_smoke_sqlite_http1() {
     let r = run_fleet(dir.path(), &["--agents", "200", "--transport", "http1"]);
     check(&r, dir.path(), 200);
     assert_eq!(r["transport"]["mode"], "http1");
+    // No database process of its own: its work is in the server's CPU.
+    assert!(r["long_poll"]["delivery_cpu"]["database_secs"].is_null());
 }
 
 #[test]
@@ -107,6 +109,12 @@ fn fleet_smoke_postgres_h2() {
     check(&r, dir.path(), 150);
     assert_eq!(r["transport"]["mode"], "h2");
     assert_eq!(r["database"], "postgres");
+    let db = r["long_poll"]["delivery_cpu"]["database_secs"].as_f64();
+    assert!(
+        db.is_some_and(|s| s >= 0.0),
+        "{}",
+        r["long_poll"]["delivery_cpu"]
+    );
 }
 
 /// SIGTERM to a running `apm bench fleet` (as `timeout` sends) stops the server it started: it

@@ -189,28 +189,36 @@ fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
-/// CPU seconds of the server and of this process at one moment.
+/// CPU seconds of the server, of this process and of PostgreSQL (if started) at one moment.
 struct CpuPair {
     server: f64,
     simulator: f64,
+    database: Option<f64>,
 }
 
 impl CpuPair {
-    fn now(server: &ServerProcess) -> Self {
+    fn now(server: &ServerProcess, pg: Option<&Postgres>) -> Self {
         CpuPair {
             server: server_cpu(server),
             simulator: proc_usage(std::process::id())
                 .map(|u| u.cpu_secs)
                 .unwrap_or(0.0),
+            database: pg.map(Postgres::cpu_secs),
         }
     }
 
-    fn since(&self, server: &ServerProcess, started: Instant) -> DeliveryCpu {
-        let end = CpuPair::now(server);
+    fn since(
+        &self,
+        server: &ServerProcess,
+        pg: Option<&Postgres>,
+        started: Instant,
+    ) -> DeliveryCpu {
+        let end = CpuPair::now(server, pg);
         DeliveryCpu {
             wall_secs: secs(started.elapsed()),
             server_secs: end.server - self.server,
             simulator_secs: end.simulator - self.simulator,
+            database_secs: end.database.zip(self.database).map(|(e, b)| e - b),
         }
     }
 }
@@ -499,12 +507,12 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
         };
         let t0 = rec.now_us();
         let t = Instant::now();
-        let cpu_at_approve = CpuPair::now(&server);
+        let cpu_at_approve = CpuPair::now(&server, pg.as_ref());
         admin.approve(&config_id).await?;
         polling.approve_ms = t.elapsed().as_secs_f64() * 1000.0;
         let deadline = t + opts.poll_interval + Duration::from_secs(30);
         wait_until(deadline, || received_count(&rec, 0) >= n).await;
-        polling.delivery_cpu = cpu_at_approve.since(&server, t);
+        polling.delivery_cpu = cpu_at_approve.since(&server, pg.as_ref(), t);
         let (times, received) = propagation(&rec, 0, t0);
         polling.received = received;
         polling.missing = n - received;
@@ -582,7 +590,7 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
     };
     let t0 = rec.now_us();
     let t = Instant::now();
-    let cpu_at_approve = CpuPair::now(&server);
+    let cpu_at_approve = CpuPair::now(&server, pg.as_ref());
     eprintln!("apm bench: long-poll: approving version {v}");
     admin.approve(&config_id).await?;
     long_poll.approve_ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -590,7 +598,7 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetResult, BenchError> {
         received_count(&rec, 1) >= n
     })
     .await;
-    long_poll.delivery_cpu = cpu_at_approve.since(&server, t);
+    long_poll.delivery_cpu = cpu_at_approve.since(&server, pg.as_ref(), t);
     let (times, received) = propagation(&rec, 1, t0);
     long_poll.received = received;
     long_poll.missing = n - received;

@@ -106,6 +106,8 @@ pub struct DeliveryCpu {
     pub server_secs: f64,
     /// Simulator CPU seconds in that time.
     pub simulator_secs: f64,
+    /// PostgreSQL's CPU seconds in that time (all its processes; absent on SQLite).
+    pub database_secs: Option<f64>,
 }
 
 /// Metric pushes, over the whole run.
@@ -375,10 +377,14 @@ pub fn markdown(r: &FleetResult) -> String {
         if d.wall_secs > 0.0 {
             row(
                 &mut s,
-                &format!("{name} delivery: wall / server CPU / simulator CPU"),
+                &format!("{name} delivery: wall / server CPU / simulator CPU / database CPU"),
                 format!(
-                    "{:.2} s / {:.2} s / {:.2} s",
-                    d.wall_secs, d.server_secs, d.simulator_secs
+                    "{:.2} s / {:.2} s / {:.2} s / {}",
+                    d.wall_secs,
+                    d.server_secs,
+                    d.simulator_secs,
+                    d.database_secs
+                        .map_or("in the server (SQLite)".into(), |s| format!("{s:.2} s"))
                 ),
             );
         }
