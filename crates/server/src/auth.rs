@@ -255,7 +255,7 @@ impl FromRequestParts<AppState> for Caller {
             check_csrf(parts)?;
         }
         let now = apm_store::now_ms();
-        let mut conn = state.db.pool().acquire().await?;
+        let mut conn = state.db.acquire().await?;
         let (user_id, auth) = if token.starts_with(prefix::SESSION) {
             let session = apm_store::auth::find_session(&mut conn, &token_hash(&token))
                 .await?
@@ -377,7 +377,7 @@ impl FromRequestParts<AppState> for Agent {
         }
         // Counters first, then the read: a change committed meanwhile leaves the entry stale.
         let stamp = state.credentials.stamp(read_at.proxies);
-        let mut conn = state.db.pool().acquire().await?;
+        let mut conn = state.db.acquire().await?;
         let proxy =
             apm_store::proxies::find_proxy_by_credential(&mut conn, &hex::encode(credential))
                 .await?

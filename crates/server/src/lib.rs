@@ -180,6 +180,39 @@ async fn ensure_root(db: &Db, settings: &Settings) -> anyhow::Result<Option<Stri
 }
 
 /// Periodic housekeeping: metric/log retention and dead sessions.
+/// How often slow connection waits are summed up in the log.
+const SLOW_ACQUIRE_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// The line [`report_slow_acquires`] logs for `slow` waits in the last `every`, if any.
+fn slow_acquire_summary(slow: u64, every: Duration, max_connections: u32) -> Option<String> {
+    (slow > 0).then(|| {
+        format!(
+            "{slow} database connection requests waited more than {} s in the last {} s: \
+             the pool ({max_connections} connections, APM_DATABASE_MAX_CONNECTIONS) or the \
+             database is saturated",
+            apm_store::SLOW_ACQUIRE.as_secs(),
+            every.as_secs()
+        )
+    })
+}
+
+/// One warning per interval for connection requests that waited too long, instead of sqlx's
+/// one per request (130,000 lines when 100,000 agents start at once); the total is also the
+/// `apm_db_slow_acquires_total` counter.
+async fn report_slow_acquires(db: apm_store::Db, max_connections: u32, every: Duration) {
+    let mut reported = db.slow_acquires();
+    metrics::counter!("apm_db_slow_acquires_total").increment(0);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = db.slow_acquires();
+        metrics::counter!("apm_db_slow_acquires_total").increment(now - reported);
+        if let Some(line) = slow_acquire_summary(now - reported, every, max_connections) {
+            tracing::warn!(slow_acquires = now - reported, "{line}");
+        }
+        reported = now;
+    }
+}
+
 async fn housekeeping(state: AppState) {
     loop {
         let now = apm_store::now_ms();
@@ -253,7 +286,7 @@ async fn roll_up_stats_yielding(
     let now = apm_store::now_ms();
     let open_bucket = now - now.rem_euclid(apm_store::telemetry::ROLLUP_MS);
     let include_open = {
-        let mut conn = db.pool().acquire().await?;
+        let mut conn = db.acquire().await?;
         apm_store::proxies::count_proxies(&mut conn).await? <= ROLLUP_OPEN_BUCKET_PROXIES
     };
     let mut total = 0;
@@ -381,7 +414,7 @@ pub async fn spawn_with(settings: Settings, wrap: RouterWrap) -> anyhow::Result<
     // Read before serving: a change another replica makes after this point must be noticed
     // even if it lands before the poller's first tick.
     let generation = {
-        let mut conn = state.db.pool().acquire().await?;
+        let mut conn = state.db.acquire().await?;
         apm_store::telemetry::generation(&mut conn).await?
     };
     let listener = tokio::net::TcpListener::bind(listen)
@@ -411,12 +444,17 @@ pub async fn spawn_with(settings: Settings, wrap: RouterWrap) -> anyhow::Result<
     ));
     let keeper = tokio::spawn(housekeeping(state.clone()));
     let roller = tokio::spawn(roll_up_stats(state.clone()));
+    let pool_watch = tokio::spawn(report_slow_acquires(
+        state.db.clone(),
+        state.settings.database_max_connections,
+        SLOW_ACQUIRE_REPORT_EVERY,
+    ));
     Ok(RunningServer {
         addr,
         state,
         generated_root_password: generated,
         shutdown: Some(tx),
-        tasks: vec![server, poller, keeper, roller],
+        tasks: vec![server, poller, keeper, roller, pool_watch],
     })
 }
 
@@ -492,6 +530,28 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_waits_are_summed_in_one_line_naming_the_pool() {
+        let every = Duration::from_secs(60);
+        assert_eq!(
+            slow_acquire_summary(0, every, 10),
+            None,
+            "nothing slow, nothing logged"
+        );
+        let line = slow_acquire_summary(130_000, every, 10).expect("a line");
+        for part in [
+            "130000 database connection requests",
+            "more than 2 s",
+            "last 60 s",
+        ] {
+            assert!(line.contains(part), "{part:?} in {line:?}");
+        }
+        assert!(
+            line.contains("10 connections, APM_DATABASE_MAX_CONNECTIONS"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn the_roll_up_holds_back_only_right_after_a_wake() {

@@ -201,7 +201,7 @@ pub async fn replica_poller(db: Db, hub: std::sync::Arc<SyncHub>, every: Duratio
     let mut last: Option<i64> = Some(start);
     loop {
         tokio::time::sleep(every).await;
-        let current = match db.pool().acquire().await {
+        let current = match db.acquire().await {
             Ok(mut conn) => apm_store::telemetry::generation(&mut conn).await.ok(),
             Err(_) => None,
         };
@@ -313,7 +313,7 @@ impl DesiredCache {
         };
         let state = cell
             .get_or_try_init(|| async {
-                let mut conn = db.pool().acquire().await?;
+                let mut conn = db.acquire().await?;
                 let config = apm_store::configs::get_config(&mut conn, config_id).await?;
                 let active = match config.as_ref().and_then(|c| c.active_version) {
                     Some(n) => Some(
@@ -558,7 +558,7 @@ async fn sync(
         let proxy = match current.take() {
             Some(p) => p,
             None => {
-                let mut conn = state.db.pool().acquire().await?;
+                let mut conn = state.db.acquire().await?;
                 apm_store::proxies::get_proxy(&mut conn, &agent.proxy.id)
                     .await?
                     .ok_or_else(|| ApiError::unauthorized("this proxy was deleted"))?

@@ -105,7 +105,7 @@ async fn ready(State(state): State<AppState>) -> ApiResult<Json<Ready>> {
 #[utoipa::path(get, path = "/metrics", tag = "system", security(()),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn prometheus(State(state): State<AppState>) -> Response {
-    if let Ok(mut conn) = state.db.pool().acquire().await {
+    if let Ok(mut conn) = state.db.acquire().await {
         if let Ok(n) = apm_store::configs::count_pending(&mut conn).await {
             metrics::gauge!("apm_pending_approvals").set(n as f64);
         }

@@ -90,6 +90,8 @@ pub struct Db {
     /// PostgreSQL it is the same pool.
     writer: AnyPool,
     backend: Backend,
+    /// Connection requests that waited longer than [`SLOW_ACQUIRE`] (shared by clones).
+    slow_acquires: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn sqlite_pragmas(
@@ -141,6 +143,9 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// A wait for a pooled connection longer than this counts as slow ([`Db::slow_acquires`]).
+pub const SLOW_ACQUIRE: Duration = Duration::from_secs(2);
+
 impl Db {
     /// Connects to `url` (`sqlite://PATH[?mode=rwc]` or `postgres://...`). SQLite files are created
     /// when missing; WAL, foreign keys and a busy timeout are set on every connection.
@@ -160,9 +165,13 @@ impl Db {
             url.to_string()
         };
         let options = AnyConnectOptions::from_str(&url)?;
+        // sqlx warns once per slow acquire: a 100,000-agent fleet starting at once wrote 130,000
+        // such lines. They are counted instead ([`Db::slow_acquires`]) and the server reports the
+        // count once a minute.
         let mut pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(30));
+            .acquire_timeout(Duration::from_secs(30))
+            .acquire_slow_level(log::LevelFilter::Debug);
         if backend == Backend::Sqlite {
             // An embedded file cannot drop a connection; the ping before every acquire is one
             // more hand-off to the connection's worker thread per query.
@@ -176,6 +185,7 @@ impl Db {
                 AnyPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
+                    .acquire_slow_level(log::LevelFilter::Debug)
                     .test_before_acquire(false)
                     .after_connect(sqlite_writer_pragmas)
                     .connect_with(options)
@@ -187,14 +197,39 @@ impl Db {
             pool,
             writer,
             backend,
+            slow_acquires: Default::default(),
         })
+    }
+
+    /// How many connection requests so far waited longer than [`SLOW_ACQUIRE`] (reads, writes
+    /// and write transactions through this handle and its clones): a sign the pool or the
+    /// database is saturated.
+    pub fn slow_acquires(&self) -> u64 {
+        self.slow_acquires
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs `acquire`, counting it if it waited longer than [`SLOW_ACQUIRE`].
+    async fn timed<T>(&self, acquire: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = acquire.await;
+        if started.elapsed() > SLOW_ACQUIRE {
+            self.slow_acquires
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// A pooled connection for reads outside a transaction.
+    pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<Any>> {
+        Ok(self.timed(self.pool.acquire()).await?)
     }
 
     /// A connection for writes outside [`Db::begin_write`] (single statements that commit on
     /// their own). On SQLite it is the one writer connection: do not hold it while waiting for
     /// another write.
     pub async fn write_conn(&self) -> Result<sqlx::pool::PoolConnection<Any>> {
-        Ok(self.writer.acquire().await?)
+        Ok(self.timed(self.writer.acquire()).await?)
     }
 
     /// The pool, for reads outside a transaction.
@@ -213,8 +248,11 @@ impl Db {
     /// instead of one winner and one clean 409.
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
         Ok(match self.backend {
-            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => {
+                self.timed(self.writer.begin_with("BEGIN IMMEDIATE"))
+                    .await?
+            }
+            Backend::Postgres => self.timed(self.pool.begin()).await?,
         })
     }
 

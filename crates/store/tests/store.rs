@@ -29,8 +29,34 @@ both!(
     unique_names_are_conflicts,
     approval_is_conditional,
     rollups_and_retention,
-    fleet_series_sum_gauges_and_rate_counters
+    fleet_series_sum_gauges_and_rate_counters,
+    only_waits_longer_than_the_threshold_count_as_slow
 );
+
+async fn only_waits_longer_than_the_threshold_count_as_slow(pg: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(pg, dir.path()).await;
+    let before = db.slow_acquires();
+    // The test pool has 4 connections: taking them all waits for nothing.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(db.acquire().await.expect("acquire"));
+    }
+    assert_eq!(db.slow_acquires(), before, "free connections are not slow");
+    let waiter = {
+        let db = db.clone();
+        tokio::spawn(async move { db.acquire().await.map(drop) })
+    };
+    tokio::time::sleep(apm_store::SLOW_ACQUIRE + std::time::Duration::from_millis(300)).await;
+    held.pop();
+    waiter.await.expect("join").expect("acquire after the wait");
+    assert_eq!(
+        db.slow_acquires(),
+        before + 1,
+        "the wait past the threshold counts once"
+    );
+    drop(held);
+}
 
 async fn migrations_are_idempotent(pg: bool) {
     let dir = tempfile::tempdir().expect("dir");

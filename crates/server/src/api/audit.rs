@@ -128,7 +128,7 @@ async fn audit(
         before_id: q.before,
         limit: limit + 1,
     };
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let mut rows = apm_store::audit::query(&mut conn, &filter).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
@@ -193,7 +193,7 @@ pub struct Dashboard {
     responses((status = 200, body = Dashboard), (status = 401, body = crate::error::Problem)))]
 async fn dashboard(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Dashboard>> {
     let now = now_ms();
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let proxies = apm_store::proxies::list_proxies(&mut conn).await?;
     let mut counts = ProxyCounts {
         total: 0,

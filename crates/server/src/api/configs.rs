@@ -248,7 +248,7 @@ async fn list_configs(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> ApiResult<Json<Vec<ConfigView>>> {
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let configs = apm_store::configs::list_configs(&mut conn).await?;
     let mut out = Vec::with_capacity(configs.len());
     for c in &configs {
@@ -349,7 +349,7 @@ async fn get_config(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConfigDetail>> {
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let c = load_config(&mut conn, &id).await?;
     Ok(Json(config_detail(&mut conn, &c).await?))
 }
@@ -615,7 +615,7 @@ async fn approve(
 /// still 200 and says the list is missing instead of turning into an error.
 async fn with_proxy_refs(state: &AppState, mut detail: ConfigDetail, id: &str) -> ConfigDetail {
     let listed = async {
-        let mut conn = state.db.pool().acquire().await?;
+        let mut conn = state.db.acquire().await?;
         proxy_refs(&mut conn, id).await
     }
     .await;
@@ -701,7 +701,7 @@ async fn list_versions(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<VersionView>>> {
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     load_config(&mut conn, &id).await?;
     let versions = apm_store::configs::list_versions(&mut conn, &id).await?;
     Ok(Json(
@@ -727,7 +727,7 @@ async fn get_version(
     _caller: Caller,
     Path((id, version)): Path<(String, i64)>,
 ) -> ApiResult<Json<VersionView>> {
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     load_config(&mut conn, &id).await?;
     Ok(Json(VersionView::of(
         &load_version(&mut conn, &id, version).await?,
@@ -840,7 +840,7 @@ async fn diff(
             ))
         })?,
     };
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     load_config(&mut conn, &id).await?;
     let a = load_version(&mut conn, &id, q.from).await?;
     let b = load_version(&mut conn, &id, q.to).await?;

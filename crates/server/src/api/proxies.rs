@@ -102,7 +102,7 @@ async fn list_enrollment_tokens(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> ApiResult<Json<Vec<EnrollmentTokenView>>> {
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let now = now_ms();
     let rows = apm_store::proxies::list_enrollment_tokens(&mut conn).await?;
     Ok(Json(
@@ -400,7 +400,7 @@ async fn list_proxies(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> ApiResult<Json<Vec<ProxyView>>> {
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let rows = apm_store::proxies::list_proxies(&mut conn).await?;
     let mut out = Vec::with_capacity(rows.len());
     for p in &rows {
@@ -417,7 +417,7 @@ async fn get_proxy(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ProxyView>> {
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let p = load_proxy(&mut conn, &id).await?;
     Ok(Json(proxy_view(&state, &mut conn, &p).await?))
 }
@@ -600,7 +600,7 @@ async fn read_logs(
         )));
     }
     let after = q.after.unwrap_or(0);
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let p = load_proxy(&mut conn, &id).await?;
     let capture = apm_store::proxies::latest_capture(&mut conn, &p.id).await?;
     let lines = apm_store::telemetry::log_lines(&mut conn, &p.id, after, limit).await?;
@@ -697,7 +697,7 @@ async fn proxy_stats(
             )));
         }
     };
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let p = load_proxy(&mut conn, &id).await?;
     let available_metrics = apm_store::telemetry::metric_names(&mut conn, &p.id).await?;
     let points = match &q.metric {

@@ -132,7 +132,7 @@ async fn fleet_stats(
         now_ms(),
         6 * 3_600_000,
     )?;
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let available_metrics = apm_store::telemetry::fleet_metric_names(&mut conn, since).await?;
     let kind = q.metric.as_deref().map(MetricKind::of);
     let points = match (&q.metric, kind) {

@@ -121,7 +121,7 @@ async fn list_users(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> ApiResult<Json<Vec<UserView>>> {
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let users = apm_store::auth::list_users(&mut conn).await?;
     Ok(Json(users.iter().map(UserView::of).collect()))
 }
@@ -174,7 +174,7 @@ async fn get_user(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<UserView>> {
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let user = apm_store::auth::get_user(&mut conn, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no user with id {id}")))?;
@@ -315,7 +315,7 @@ async fn login(
         ));
     }
     let user = {
-        let mut conn = state.db.pool().acquire().await?;
+        let mut conn = state.db.acquire().await?;
         apm_store::auth::get_user_by_name(&mut conn, &body.username).await?
     };
     // Verify even for unknown users so timing does not reveal which usernames exist.
@@ -491,7 +491,7 @@ pub struct MeResponse {
 #[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
     responses((status = 200, body = MeResponse), (status = 401, body = crate::error::Problem)))]
 async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<MeResponse>> {
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let user = apm_store::auth::get_user(&mut conn, &caller.user_id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("account gone"))?;
@@ -562,7 +562,7 @@ async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<TokenView>>> {
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let tokens = apm_store::auth::list_api_tokens(&mut conn, &caller.user_id).await?;
     Ok(Json(tokens.iter().map(TokenView::of).collect()))
 }
