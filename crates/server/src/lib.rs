@@ -179,7 +179,6 @@ async fn ensure_root(db: &Db, settings: &Settings) -> anyhow::Result<Option<Stri
     Ok(generated.then_some(password))
 }
 
-/// Periodic housekeeping: metric/log retention and dead sessions.
 /// How often slow connection waits are summed up in the log.
 const SLOW_ACQUIRE_REPORT_EVERY: Duration = Duration::from_secs(60);
 
@@ -213,6 +212,7 @@ async fn report_slow_acquires(db: apm_store::Db, max_connections: u32, every: Du
     }
 }
 
+/// Periodic housekeeping: metric/log retention and dead sessions.
 async fn housekeeping(state: AppState) {
     loop {
         let now = apm_store::now_ms();
