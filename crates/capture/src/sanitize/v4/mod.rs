@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub(crate) mod checks;
-mod scan;
+// The finders did not change in the fifth pass (identical to the live ones), so the reference
+// uses them; their own tests compare them with the regexes.
+use super::scan;
 
 use std::borrow::Cow;
 
